@@ -1,0 +1,35 @@
+# `make test`: venv, install with test extras, run the suite once per backend.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BACKENDS ?= tensorflow jax torch
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: install test test-% benchmark clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml requirements-ci.txt
+	$(BIN)/pip install --quiet -r requirements-ci.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	@set -e; for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend ==="; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	done
+
+test-%: install
+	KERAS_BACKEND=$* $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+benchmark: install
+	@for backend in $(BACKENDS); do \
+		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --model SPViT_S LVViT_S --batch-size 16; \
+	done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,19 @@
+"""keras_spvit: vision transformers with learned spatial structure, in Keras 3."""
+
+from keras_spvit import layers
+from keras_spvit.models.official_weights import load_official_weights
+from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+from keras_spvit.models.spvit.spvit_builders import (
+    LVViT_L,
+    LVViT_M,
+    LVViT_S,
+    LVViT_Tiny,
+    SPViT,
+    SPViT_L,
+    SPViT_L_Released,
+    SPViT_M,
+    SPViT_S,
+    SPViT_Tiny,
+)
+from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
+from keras_spvit.version import __version__

@@ -1,0 +1,109 @@
+import keras
+
+from keras_spvit.utils.validation import check_one_of, check_positive_int
+
+# Stem name -> width of its three stride-2/1/1 convolutions (None: patchify).
+STEM_WIDTHS = {"4_2": 64, "4_2_128": 128, "patch": None}
+BATCH_NORM_EPSILON = 1e-5  # the release's (torch default); Keras' is 1e-3
+
+
+@keras.saving.register_keras_serializable(package="keras_spvit")
+class ConvStem(keras.layers.Layer):
+    """Image -> patch-token grid, as in LV-ViT / SP-ViT.
+
+    `"4_2"` and `"4_2_128"` (width 64 / 128) are the released convolutional
+    stems: conv 7x7 stride 2 (symmetric zero padding 3) -> BN -> ReLU ->
+    conv 3x3 -> BN -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 8x8 stride 8 to
+    `embed_dim`, a total stride of 16. Padding is explicit because Keras'
+    `"same"` pads a stride-2 convolution asymmetrically on even inputs.
+    `"patch"` is a plain ViT patchify convolution (kernel = stride =
+    `patch_size`) for small images.
+
+    Args:
+        embed_dim: int. Width of the output tokens.
+        stem: one of `"4_2"`, `"4_2_128"`, `"patch"`.
+        patch_size: int. Total stride; must be 16 for the convolutional stems.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `(batch, height, width, channels)` images, channels-last.
+        training: bool, BatchNorm uses batch statistics when `True`.
+
+    Returns:
+        `(batch, height / stride, width / stride, embed_dim)`.
+
+    Example:
+
+    >>> stem = ConvStem(embed_dim=64, stem="4_2")
+    >>> stem(np.zeros((2, 64, 64, 3), "float32")).shape
+    (2, 4, 4, 64)
+    """
+
+    def __init__(self, embed_dim, stem="4_2", patch_size=16, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = check_positive_int(embed_dim, "embed_dim")
+        self.stem = check_one_of(stem, STEM_WIDTHS, "stem")
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+        if stem != "patch" and patch_size != 16:
+            raise ValueError(
+                f"The convolutional stem {stem!r} has a fixed stride of 16. "
+                f"Received: patch_size={patch_size}. Use stem='patch' for "
+                "another patch size."
+            )
+
+    @property
+    def stride(self):
+        return self.patch_size
+
+    def build(self, input_shape):
+        policy = dict(dtype=self.dtype_policy)
+        width = STEM_WIDTHS[self.stem]
+        self.conv_layers = []
+        if width is not None:
+            self.conv_layers = [
+                keras.layers.ZeroPadding2D(3, name="pad1", **policy),
+                keras.layers.Conv2D(width, 7, 2, use_bias=False, name="conv1", **policy),
+                self._batch_norm("bn1"),
+                keras.layers.ReLU(name="relu1", **policy),
+                keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv2", **policy),
+                self._batch_norm("bn2"),
+                keras.layers.ReLU(name="relu2", **policy),
+                keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv3", **policy),
+                self._batch_norm("bn3"),
+                keras.layers.ReLU(name="relu3", **policy),
+            ]
+        proj_size = 8 if width is not None else self.patch_size
+        self.proj = keras.layers.Conv2D(
+            self.embed_dim, proj_size, proj_size, name="proj", **policy
+        )
+        shape = tuple(input_shape)
+        for layer in self.conv_layers + [self.proj]:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def _batch_norm(self, name):
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=BATCH_NORM_EPSILON, name=name, dtype=self.dtype_policy
+        )
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.conv_layers:
+            x = layer(x, training=training) if layer.name.startswith("bn") else layer(x)
+        return self.proj(x)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        return (
+            batch,
+            None if height is None else height // self.stride,
+            None if width is None else width // self.stride,
+            self.embed_dim,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"embed_dim": self.embed_dim, "stem": self.stem, "patch_size": self.patch_size}
+        )
+        return config

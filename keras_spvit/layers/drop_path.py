@@ -1,0 +1,56 @@
+import keras
+from keras import ops
+
+from keras_spvit.utils.validation import check_rate
+
+
+@keras.saving.register_keras_serializable(package="keras_spvit")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a whole residual branch per sample.
+
+    During training each sample's input is zeroed with probability `rate` and
+    the survivors are scaled by `1 / (1 - rate)`, so the expected output equals
+    the input. At inference the layer is the identity. Random state lives in a
+    `keras.random.SeedGenerator`, so the layer is safe under `jit_compile` on
+    every backend.
+
+    Args:
+        rate: float in `[0, 1)`. Probability of dropping a sample's branch.
+        seed: optional int, the seed of the layer's random generator.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: a tensor whose first axis is the batch.
+        training: bool. Drops only when `True`.
+
+    Example:
+
+    >>> layer = DropPath(rate=0.1, seed=0)
+    >>> y = layer(np.ones((4, 5, 8), "float32"), training=True)
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = check_rate(rate, "rate")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        noise = keras.random.uniform(
+            shape, dtype=inputs.dtype, seed=self.seed_generator
+        )
+        mask = ops.floor(noise + ops.cast(keep, inputs.dtype))
+        return inputs * mask / ops.cast(keep, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rate": self.rate, "seed": self.seed})
+        return config

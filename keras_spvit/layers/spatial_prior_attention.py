@@ -1,0 +1,151 @@
+import keras
+from keras import ops
+
+from keras_spvit.layers.grid import relative_offsets, resolve_grid
+from keras_spvit.layers.initializers import dense_kwargs, truncated_normal
+from keras_spvit.layers.multi_head_self_attention import (
+    attend,
+    attention_logits,
+    check_head_split,
+    merge_heads,
+    split_heads,
+)
+from keras_spvit.utils.validation import check_grid_shape, check_positive_int, check_rate
+
+
+@keras.saving.register_keras_serializable(package="keras_spvit")
+class SpatialPriorAttention(keras.layers.Layer):
+    """Spatial-prior self-attention (SP-SA) from SP-ViT (Wang et al., 2022).
+
+    Each head learns a function of the 2D offset between query and key,
+
+        hid[i, j, h, :] = relu([dx_ij, dy_ij] @ W1[:, h-slice] + B1[h-slice])
+        prior[h, i, j]  = hid[i, j, h, :] . w2[h] + b2[h]
+
+    with `dx = col_j - col_i`, `dy = row_j - row_i` on the patch grid, and
+    multiplies the scaled attention logits by it before the softmax:
+    `softmax(prior * (q k^T) d**-0.5) v`. The prior does not depend on the
+    input: it is evaluated once per call on the `(2 rows - 1)(2 cols - 1)`
+    distinct offsets (not on all N^2 token pairs), gathered to `(heads, N, N)`
+    and broadcast over the batch. Prior and softmax are float32 under mixed
+    precision.
+
+    The layer acts on patch tokens only (no class token), on a grid of
+    `grid_shape` (inferred as square when `None`). Initialisation follows the
+    release: `w2 = 0`, `b2 = 1`, so the layer starts as plain attention.
+
+    Args:
+        num_heads: int. Number of heads; must divide the input width.
+        grid_shape: optional `(rows, cols)` of the token grid. Required for
+            non-square grids.
+        qkv_bias: bool. Whether the `qk` and `v` projections have biases
+            (the release has none).
+        attention_dropout: float in `[0, 1)`, dropout on attention weights.
+        dropout: float in `[0, 1)`, dropout after the output projection.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `(batch, rows * cols, dim)` patch tokens, row-major.
+        training: bool, enables dropout.
+        return_attention_scores: bool. If `True`, returns
+            `(outputs, weights)` with weights `(batch, heads, N, N)`.
+
+    Example:
+
+    >>> attention = SpatialPriorAttention(num_heads=2, grid_shape=(4, 4))
+    >>> y = attention(np.zeros((2, 16, 64), "float32"))  # (2, 16, 64)
+    >>> attention.spatial_prior().shape  # (heads, N, N)
+    (2, 16, 16)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        grid_shape=None,
+        qkv_bias=False,
+        attention_dropout=0.0,
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = check_positive_int(num_heads, "num_heads")
+        self.grid_shape = check_grid_shape(grid_shape)
+        self.qkv_bias = bool(qkv_bias)
+        self.attention_dropout = check_rate(attention_dropout, "attention_dropout")
+        self.dropout = check_rate(dropout, "dropout")
+
+    def build(self, input_shape):
+        dim = check_head_split(input_shape[-1], self.num_heads, self.name)
+        self.built_grid_shape = resolve_grid(input_shape[1], self.grid_shape, self.name)
+        self.offsets, self.offset_index = relative_offsets(self.built_grid_shape)
+        dense = dict(dtype=self.dtype_policy, **dense_kwargs())
+        self.qk = keras.layers.Dense(2 * dim, use_bias=self.qkv_bias, name="qk", **dense)
+        self.qk.build(input_shape)
+        self.v = keras.layers.Dense(dim, use_bias=self.qkv_bias, name="v", **dense)
+        self.v.build(input_shape)
+        self.proj = keras.layers.Dense(dim, name="proj", **dense)
+        self.proj.build(input_shape)
+        # The prior is numerically sensitive (it scales logits): its weights
+        # are never autocast, so it is computed in float32 under any policy.
+        head_dim = dim // self.num_heads
+        self.w1_kernel = self.add_weight(
+            shape=(2, dim), initializer=truncated_normal(), autocast=False,
+            name="w1_kernel",
+        )
+        self.w1_bias = self.add_weight(
+            shape=(dim,), initializer="zeros", autocast=False, name="w1_bias"
+        )
+        self.w2 = self.add_weight(
+            shape=(self.num_heads, head_dim), initializer="zeros", autocast=False,
+            name="w2",
+        )
+        self.b2 = self.add_weight(
+            shape=(self.num_heads,), initializer="ones", autocast=False, name="b2"
+        )
+        self.attention_drop = keras.layers.Dropout(
+            self.attention_dropout, dtype=self.dtype_policy
+        )
+        self.proj_drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def spatial_prior(self):
+        """The learned prior, float32 `(heads, N, N)`; row = query, column = key."""
+        hidden = ops.relu(
+            ops.matmul(ops.convert_to_tensor(self.offsets), ops.cast(self.w1_kernel, "float32"))
+            + ops.cast(self.w1_bias, "float32")
+        )
+        hidden = ops.reshape(hidden, (-1,) + tuple(self.w2.shape))
+        per_offset = ops.einsum("uhd,hd->hu", hidden, ops.cast(self.w2, "float32"))
+        per_offset = per_offset + ops.cast(self.b2, "float32")[:, None]
+        num_tokens = self.offset_index.shape[0]
+        prior = ops.take(per_offset, self.offset_index.reshape(-1), axis=1)
+        return ops.reshape(prior, (self.num_heads, num_tokens, num_tokens))
+
+    def call(self, inputs, training=None, return_attention_scores=False):
+        query, key = (
+            split_heads(t, self.num_heads) for t in ops.split(self.qk(inputs), 2, axis=-1)
+        )
+        value = split_heads(self.v(inputs), self.num_heads)
+        logits = attention_logits(query, key) * self.spatial_prior()[None]
+        weights = ops.softmax(logits, axis=-1)
+        dropped = self.attention_drop(weights, training=training)
+        x = attend(dropped, value, self.compute_dtype)
+        x = self.proj_drop(self.proj(merge_heads(x)), training=training)
+        if return_attention_scores:
+            return x, weights
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "grid_shape": self.grid_shape,
+                "qkv_bias": self.qkv_bias,
+                "attention_dropout": self.attention_dropout,
+                "dropout": self.dropout,
+            }
+        )
+        return config

@@ -1,0 +1,125 @@
+import keras
+
+from keras_spvit.layers.drop_path import DropPath
+from keras_spvit.layers.mlp import MLP
+from keras_spvit.utils.validation import check_positive_float, check_rate
+
+LAYER_NORM_EPSILON = 1e-5  # the release's (torch default); Keras' is 1e-3
+
+
+@keras.saving.register_keras_serializable(package="keras_spvit")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm transformer block around any attention layer.
+
+        x = x + drop_path(attention(norm1(x))) / skip_lam
+        x = x + drop_path(mlp(norm2(x))) / skip_lam
+
+    The attention layer is an argument, so the same block serves vanilla,
+    spatial-prior and later attention variants. `skip_lam` is LV-ViT's
+    residual scaling (2 for the S/M models, 3 for L).
+
+    Args:
+        attention: a Keras layer mapping `(batch, tokens, dim)` to the same
+            shape and accepting `return_attention_scores` (for example
+            `SpatialPriorAttention` or `MultiHeadSelfAttention`), or its
+            serialized config.
+        mlp_ratio: float. MLP hidden width is `int(dim * mlp_ratio)`.
+        skip_lam: float > 0. Residual branches are divided by it.
+        drop_path_rate: float in `[0, 1)`, stochastic depth of both branches.
+        dropout: float in `[0, 1)`, dropout inside the MLP.
+        layer_norm_epsilon: float. Epsilon of both LayerNorms.
+        seed: optional int seeding the drop-path generator.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `(batch, tokens, dim)` tensor.
+        training: bool, enables dropout and drop-path.
+        return_attention_scores: bool. If `True`, returns
+            `(outputs, attention_weights)`.
+
+    Example:
+
+    >>> block = TransformerBlock(MultiHeadSelfAttention(num_heads=2), mlp_ratio=3.0)
+    >>> block(np.zeros((2, 17, 64), "float32")).shape
+    (2, 17, 64)
+    """
+
+    def __init__(
+        self,
+        attention,
+        mlp_ratio=4.0,
+        skip_lam=1.0,
+        drop_path_rate=0.0,
+        dropout=0.0,
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(attention, dict):
+            attention = keras.saving.deserialize_keras_object(attention)
+        if not isinstance(attention, keras.layers.Layer):
+            raise ValueError(
+                "Expected `attention` to be a Keras layer or its serialized "
+                f"config. Received: attention={attention!r}"
+            )
+        self.attention = attention
+        self.mlp_ratio = check_positive_float(mlp_ratio, "mlp_ratio")
+        self.skip_lam = check_positive_float(skip_lam, "skip_lam")
+        self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
+        self.dropout = check_rate(dropout, "dropout")
+        self.layer_norm_epsilon = check_positive_float(
+            layer_norm_epsilon, "layer_norm_epsilon"
+        )
+        self.seed = seed
+
+    def build(self, input_shape):
+        norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
+        self.norm1 = keras.layers.LayerNormalization(name="norm1", **norm)
+        self.norm1.build(input_shape)
+        self.attention.build(input_shape)
+        self.norm2 = keras.layers.LayerNormalization(name="norm2", **norm)
+        self.norm2.build(input_shape)
+        self.mlp = MLP(
+            int(input_shape[-1] * self.mlp_ratio),
+            dropout=self.dropout,
+            name="mlp",
+            dtype=self.dtype_policy,
+        )
+        self.mlp.build(input_shape)
+        self.drop_path = DropPath(
+            self.drop_path_rate, seed=self.seed, name="drop_path", dtype=self.dtype_policy
+        )
+
+    def call(self, inputs, training=None, return_attention_scores=False):
+        branch = self.attention(
+            self.norm1(inputs),
+            training=training,
+            return_attention_scores=return_attention_scores,
+        )
+        if return_attention_scores:
+            branch, weights = branch
+        x = inputs + self.drop_path(branch, training=training) / self.skip_lam
+        branch = self.mlp(self.norm2(x), training=training)
+        x = x + self.drop_path(branch, training=training) / self.skip_lam
+        if return_attention_scores:
+            return x, weights
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "attention": keras.saving.serialize_keras_object(self.attention),
+                "mlp_ratio": self.mlp_ratio,
+                "skip_lam": self.skip_lam,
+                "drop_path_rate": self.drop_path_rate,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,187 @@
+"""Loading official PyTorch checkpoints into keras_spvit models.
+
+Each family provides one mapping from official state_dict names to our
+variables (`models/<family>/<family>_official_weights.py`); this module reads
+the checkpoint, applies the mapping and checks that every checkpoint entry is
+used and every variable filled.
+"""
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from absl import logging
+
+
+def identity(array):
+    return array
+
+
+def conv(array):
+    """torch Conv2d `(out, in, kh, kw)` -> Keras `(kh, kw, in, out)`."""
+    return np.transpose(array, (2, 3, 1, 0))
+
+
+def depthwise(array):
+    """torch depthwise `(channels, 1, kh, kw)` -> Keras `(kh, kw, channels, 1)`."""
+    return np.transpose(array, (2, 3, 0, 1))
+
+
+def dense(prefix, layer):
+    """Entries of a torch Linear (`weight` is `(out, in)`) for a Keras Dense."""
+    weights = {f"{prefix}.weight": (layer.kernel, lambda w: w.T)}
+    if layer.use_bias:
+        weights[f"{prefix}.bias"] = (layer.bias, identity)
+    return weights
+
+
+def layer_norm(prefix, layer):
+    return {
+        f"{prefix}.weight": (layer.gamma, identity),
+        f"{prefix}.bias": (layer.beta, identity),
+    }
+
+
+def batch_norm(prefix, layer):
+    return {
+        f"{prefix}.weight": (layer.gamma, identity),
+        f"{prefix}.bias": (layer.beta, identity),
+        f"{prefix}.running_mean": (layer.moving_mean, identity),
+        f"{prefix}.running_var": (layer.moving_variance, identity),
+    }
+
+
+# Buffers the checkpoint carries that no Keras variable needs.
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+MAX_LISTED = 20
+
+
+def _family_mapping(model):
+    """Returns `(weight_map, head_prefixes)` for a backbone or classifier."""
+    from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+    from keras_spvit.models.spvit.spvit_official_weights import (
+        HEAD_PREFIXES,
+        spvit_weight_map,
+    )
+
+    backbone = getattr(model, "backbone", model)
+    head = getattr(model, "head", None) if backbone is not model else None
+    if isinstance(backbone, SPViTBackbone):
+        return spvit_weight_map(backbone, head), HEAD_PREFIXES, head is None
+    raise ValueError(
+        "load_official_weights supports SP-ViT / LV-ViT backbones and "
+        f"classifiers. Received a {type(model).__name__}."
+    )
+
+
+def _read_source(source, prefer_ema):
+    if isinstance(source, Mapping):
+        from keras_spvit.utils.torch_checkpoint import extract_state_dict
+
+        return extract_state_dict(dict(source), "<mapping>", prefer_ema), "the mapping"
+    from keras_spvit.utils.torch_checkpoint import load_torch_state_dict
+
+    path = os.fspath(source)
+    return load_torch_state_dict(path, prefer_ema=prefer_ema), path
+
+
+def _listing(items):
+    items = list(items)
+    shown = "\n".join(f"  {item}" for item in items[:MAX_LISTED])
+    if len(items) > MAX_LISTED:
+        shown += f"\n  ... and {len(items) - MAX_LISTED} more"
+    return shown
+
+
+def load_official_weights(model, source, prefer_ema=False):
+    """Fills a model with the weights of an official PyTorch checkpoint.
+
+    Reading a checkpoint file needs no torch and never runs code from the
+    file (see `keras_spvit.utils.torch_checkpoint`). Every checkpoint entry
+    must be used and every model variable filled, otherwise nothing is
+    assigned and a `ValueError` names the keys and shapes at fault. A
+    backbone (no heads) skips the checkpoint's `head` / `aux_head` entries.
+
+    Args:
+        model: an `SPViTImageClassifier` or `SPViTBackbone`.
+        source: a mapping from official state_dict names to arrays, or the
+            path of an official `.pth` / `.pth.tar` checkpoint (a plain
+            state_dict, or a dict holding `state_dict` / `state_dict_ema`;
+            `module.` prefixes are stripped).
+        prefer_ema: bool. Load `state_dict_ema` when the checkpoint has one.
+
+    Returns:
+        The model, for chaining.
+
+    Example:
+
+    >>> model = keras_spvit.SPViT_S()
+    >>> keras_spvit.load_official_weights(model, "spvit_s_224.pth.tar")
+    """
+    state, where = _read_source(source, prefer_ema)
+    weight_map, head_prefixes, is_backbone = _family_mapping(model)
+
+    missing, unexpected, mismatched, skipped = [], [], [], []
+    values = {}
+    for key, array in state.items():
+        if key.endswith(IGNORED_SUFFIXES):
+            continue
+        if key not in weight_map:
+            if is_backbone and key.startswith(head_prefixes):
+                skipped.append(key)
+            else:
+                unexpected.append(f"{key} {list(np.shape(array))}")
+            continue
+        variable, transform = weight_map[key]
+        value = transform(np.asarray(array, dtype="float32"))
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(
+                f"{key}: checkpoint {list(np.shape(array))} -> {list(value.shape)}, "
+                f"model variable {variable.path} {list(variable.shape)}"
+            )
+            continue
+        values[key] = value
+    missing = [
+        f"{key} (model variable {variable.path} {list(variable.shape)})"
+        for key, (variable, _) in weight_map.items()
+        if key not in state
+    ]
+    if missing or unexpected or mismatched:
+        message = [f"The checkpoint in {where} does not fit {model.name}."]
+        if mismatched:
+            message.append(f"Shapes that differ:\n{_listing(mismatched)}")
+        if missing:
+            message.append(f"Model weights the checkpoint lacks:\n{_listing(missing)}")
+        if unexpected:
+            message.append(f"Checkpoint entries the model has no place for:\n{_listing(unexpected)}")
+        hint = _architecture_hint(state, weight_map)
+        if hint:
+            message.append(hint)
+        raise ValueError("\n".join(message))
+    for key, value in values.items():
+        variable = weight_map[key][0]
+        variable.assign(value.astype(variable.dtype))
+    if skipped:
+        logging.info(
+            "%s has no classification heads; skipped %d head entries of the checkpoint.",
+            model.name,
+            len(skipped),
+        )
+    return model
+
+
+def _architecture_hint(state, weight_map):
+    """Says which blocks the checkpoint builds with spatial priors, if that differs."""
+    def spsa_blocks(keys):
+        return sorted(
+            {int(k.split(".")[1]) for k in keys if k.startswith("blocks.") and ".attn.qk." in k}
+        )
+
+    in_checkpoint, in_model = spsa_blocks(state), spsa_blocks(weight_map)
+    if in_checkpoint == in_model:
+        return ""
+    return (
+        f"The checkpoint has spatial-prior attention in blocks {in_checkpoint or 'none'}, "
+        f"the model in blocks {in_model or 'none'}: build the model with "
+        f"spatial_prior_blocks={len(in_checkpoint)}."
+    )

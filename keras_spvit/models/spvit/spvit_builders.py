@@ -1,0 +1,134 @@
+"""Model builders of the SP-ViT family: a generic one and one per variant."""
+
+from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
+from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
+
+_CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
+
+
+def SPViT(
+    embed_dim,
+    depth,
+    num_heads,
+    mlp_ratio=3.0,
+    spatial_prior_blocks=0,
+    stem="4_2",
+    skip_lam=1.0,
+    num_classes=1000,
+    image_shape=(224, 224, 3),
+    drop_path_rate=0.0,
+    name=None,
+    **kwargs,
+):
+    """Builds an `SPViTImageClassifier` from hyper-parameters.
+
+    Args:
+        embed_dim: int. Token width.
+        depth: int. Number of blocks.
+        num_heads: int. Attention heads.
+        mlp_ratio: float. MLP expansion.
+        spatial_prior_blocks: int. Leading blocks with spatial-prior attention.
+        stem: `"4_2"`, `"4_2_128"` or `"patch"`.
+        skip_lam: float. Residual scaling.
+        num_classes: int. Classes of both heads.
+        image_shape: `(height, width, channels)` of the inputs.
+        drop_path_rate: float. Final stochastic-depth rate.
+        name: optional model name.
+        **kwargs: any other `SPViTBackbone` argument (`class_token_block`,
+            `patch_size`, `dropout`, `dtype`, ...) or `SPViTImageClassifier`
+            argument (`aux_weight`, `return_dense`, `head_dtype`,
+            `preprocessor`).
+
+    Returns:
+        An `SPViTImageClassifier`; its backbone is `model.backbone`.
+
+    Example:
+
+    >>> model = SPViT(embed_dim=64, depth=4, num_heads=2, spatial_prior_blocks=2,
+    ...               num_classes=10, image_shape=(64, 64, 3))
+    """
+    classifier_kwargs = {k: kwargs.pop(k) for k in _CLASSIFIER_ARGS if k in kwargs}
+    backbone = SPViTBackbone(
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        spatial_prior_blocks=spatial_prior_blocks,
+        stem=stem,
+        skip_lam=skip_lam,
+        image_shape=image_shape,
+        drop_path_rate=drop_path_rate,
+        **kwargs,
+    )
+    return SPViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
+
+
+def build_variant(variant, **overrides):
+    """Builds the named variant of `SPVIT_VARIANTS`, any argument overridden."""
+    if variant not in SPVIT_VARIANTS:
+        raise ValueError(
+            f"Unknown SP-ViT variant {variant!r}. Expected one of {sorted(SPVIT_VARIANTS)}."
+        )
+    return SPViT(**{**SPVIT_VARIANTS[variant]["arch"], **overrides})
+
+
+def _variant_builder(variant, summary):
+    def builder(num_classes=1000, image_shape=None, **kwargs):
+        if image_shape is not None:
+            kwargs["image_shape"] = image_shape
+        return build_variant(variant, num_classes=num_classes, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = _BUILDER_NAMES[variant]
+    builder.__doc__ = f"""{summary}
+
+    Architecture: `SPVIT_VARIANTS[{variant!r}]`.
+
+    Args:
+        num_classes: int. Classes of both heads (default 1000).
+        image_shape: `(height, width, channels)`; defaults to the variant's
+            (224 px, or 32 px for the tiny models).
+        **kwargs: overrides of any `SPViT` argument, e.g. `drop_path_rate`,
+            `dtype="mixed_bfloat16"`, `return_dense=True`.
+
+    Returns:
+        An `SPViTImageClassifier`.
+
+    Example:
+
+    >>> model = {_BUILDER_NAMES[variant]}(num_classes=10)
+    """
+    return builder
+
+
+_BUILDER_NAMES = {
+    "spvit_s": "SPViT_S",
+    "spvit_m": "SPViT_M",
+    "spvit_l": "SPViT_L",
+    "spvit_l_released": "SPViT_L_Released",
+    "lvvit_s": "LVViT_S",
+    "lvvit_m": "LVViT_M",
+    "lvvit_l": "LVViT_L",
+    "spvit_tiny": "SPViT_Tiny",
+    "lvvit_tiny": "LVViT_Tiny",
+}
+
+SPViT_S = _variant_builder("spvit_s", "SP-ViT-S: 26.2M parameters, 14 spatial-prior blocks.")
+SPViT_M = _variant_builder("spvit_m", "SP-ViT-M: 56.0M parameters, 10 spatial-prior blocks.")
+SPViT_L = _variant_builder(
+    "spvit_l", "SP-ViT-L as the paper describes it: spatial priors in blocks 0-21."
+)
+SPViT_L_Released = _variant_builder(
+    "spvit_l_released",
+    "SP-ViT-L as the released code builds it: no spatial-prior block, class "
+    "token entering before block 22.",
+)
+LVViT_S = _variant_builder("lvvit_s", "LV-ViT-S: the K = 0 baseline of SP-ViT-S.")
+LVViT_M = _variant_builder("lvvit_m", "LV-ViT-M: the K = 0 baseline of SP-ViT-M.")
+LVViT_L = _variant_builder("lvvit_l", "LV-ViT-L: the K = 0 baseline of SP-ViT-L.")
+SPViT_Tiny = _variant_builder(
+    "spvit_tiny", "A CPU-sized SP-ViT (dim 64, 4 blocks, 2 priors) for 32 px images."
+)
+LVViT_Tiny = _variant_builder(
+    "lvvit_tiny", "SPViT_Tiny without spatial priors: the vanilla-attention baseline."
+)

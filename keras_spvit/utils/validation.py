@@ -1,0 +1,66 @@
+"""Eager argument checks whose messages name the bad value and what was expected."""
+
+import numbers
+
+
+def check_rate(value, name):
+    """Returns `value` as a float in `[0, 1)` or raises a `ValueError`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(
+            f"Expected a float in [0, 1) for `{name}`. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_positive_int(value, name):
+    """Returns `value` as an int > 0 or raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"Expected a positive integer for `{name}`. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_non_negative_int(value, name):
+    """Returns `value` as an int >= 0 or raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"Expected a non-negative integer for `{name}`. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_positive_float(value, name):
+    """Returns `value` as a float > 0 or raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise ValueError(
+            f"Expected a positive number for `{name}`. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_grid_shape(value, name="grid_shape"):
+    """Returns `value` as a `(rows, cols)` tuple of positive ints, or `None`."""
+    if value is None:
+        return None
+    try:
+        rows, cols = value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected `{name}` to be a pair (rows, cols) of positive integers. "
+            f"Received: {name}={value!r}"
+        ) from None
+    return (check_positive_int(rows, f"{name}[0]"), check_positive_int(cols, f"{name}[1]"))
+
+
+def check_one_of(value, choices, name):
+    """Returns `value` if it is one of `choices`, else raises a `ValueError`."""
+    if value not in choices:
+        raise ValueError(
+            f"Expected `{name}` to be one of {sorted(choices)}. Received: {name}={value!r}"
+        )
+    return value

@@ -1,0 +1,39 @@
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def load_fixture(name):
+    """A reference `.npz` of the official code: arrays, meta and state_dict."""
+    with np.load(FIXTURES / f"{name}.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "meta" and not k.startswith("sd/")}
+        state_dict = {k[3:]: z[k] for k in z.files if k.startswith("sd/")}
+        meta = json.loads(str(z["meta"]))
+    return arrays, state_dict, meta
+
+
+def nhwc(images):
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.utils.clear_session(free_memory=False)
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}, OMP threads {os.environ.get('OMP_NUM_THREADS')}"

@@ -77,7 +77,8 @@ class TransformerBlock(keras.layers.Layer):
         norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
         self.norm1 = keras.layers.LayerNormalization(name="norm1", **norm)
         self.norm1.build(input_shape)
-        self.attention.build(input_shape)
+        if not self.attention.built:  # a deserialized attention arrives built
+            self.attention.build(input_shape)
         self.norm2 = keras.layers.LayerNormalization(name="norm2", **norm)
         self.norm2.build(input_shape)
         self.mlp = MLP(

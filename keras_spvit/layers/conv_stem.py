@@ -56,6 +56,7 @@ class ConvStem(keras.layers.Layer):
         return self.patch_size
 
     def build(self, input_shape):
+        self.input_channels = input_shape[-1]
         policy = dict(dtype=self.dtype_policy)
         width = STEM_WIDTHS[self.stem]
         self.conv_layers = []
@@ -87,6 +88,11 @@ class ConvStem(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
+        if inputs.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"{self.name} was built for images with {self.input_channels} "
+                f"channels (channels-last). Received images of shape {tuple(inputs.shape)}."
+            )
         x = inputs
         for layer in self.conv_layers:
             x = layer(x, training=training) if layer.name.startswith("bn") else layer(x)

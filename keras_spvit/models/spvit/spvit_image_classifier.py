@@ -65,6 +65,8 @@ class SPViTImageClassifier(ImageClassifier):
         )
 
         # === Functional Model ===
+        # `Task.__init__` compiles with defaults that depend on the outputs.
+        self.return_dense = return_dense
         inputs = self.backbone.input
         outputs = self.head(self.backbone(inputs))
         Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
@@ -72,15 +74,14 @@ class SPViTImageClassifier(ImageClassifier):
         # === Config ===
         self.num_classes = num_classes
         self.aux_weight = aux_weight
-        self.return_dense = return_dense
         self.head_dtype = head_dtype
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Like `ImageClassifier.compile`; dense models train `class_logits`.
 
         With `return_dense=True` the automatic loss is sparse cross-entropy on
-        `"class_logits"` and the automatic metric accuracy on `"logits"`; pass
-        `y` as a dict. The token-label loss for `"aux_logits"` is passed as
+        `"class_logits"` and no metric is added; pass `y` as a dict keyed by
+        output name (add `metrics={"logits": ...}` with a `y["logits"]`). The token-label loss for `"aux_logits"` is passed as
         part of `loss`.
         """
         if getattr(self, "return_dense", False):
@@ -91,7 +92,9 @@ class SPViTImageClassifier(ImageClassifier):
                     )
                 }
             if metrics == "auto":
-                metrics = {"logits": [keras.metrics.SparseCategoricalAccuracy()]}
+                # Keras metrics need a target for every output they watch;
+                # none is assumed for the dense outputs.
+                metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def get_config(self):

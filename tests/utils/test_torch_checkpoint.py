@@ -17,6 +17,15 @@ from keras_spvit.utils.torch_checkpoint import UnsafeCheckpointError
 from keras_spvit.utils.torch_checkpoint import extract_state_dict
 from keras_spvit.utils.torch_checkpoint import load_torch_state_dict
 from keras_spvit.utils.torch_checkpoint import read_torch_checkpoint
+from tests.torch_format import (
+    pickle_dict,
+    pickle_global,
+    pickle_int,
+    pickle_str,
+    pickle_tensor,
+    pickle_tuple,
+    write_torch_zip,
+)
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 SYS_INFO = {
@@ -31,54 +40,15 @@ SYS_INFO = {
 # --------------------------------------------------------------------------
 
 
-def _global(module, name):
-    return b"c" + f"{module}\n{name}\n".encode()
-
-
-def _str(text):
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def _int(value):
-    return b"J" + struct.pack("<i", value)
-
-
-def _tuple(*items):
-    return b"(" + b"".join(items) + b"t"
-
-
-def _dict(**items):
-    return b"}(" + b"".join(_str(k) + v for k, v in items.items()) + b"u"
-
-
-def _tensor(storage, key, numel, offset, size, stride, legacy=False):
-    """Opcodes calling torch._utils._rebuild_tensor_v2 on a persistent id."""
-    pid = [_str("storage"), _global("torch", storage), _str(key), _str("cpu")]
-    pid.append(_int(numel))
-    if legacy:
-        pid.append(b"N")  # no storage view
-    hooks = _global("collections", "OrderedDict") + b")R"
-    args = _tuple(
-        _tuple(*pid) + b"Q",
-        _int(offset),
-        _tuple(*map(_int, size)),
-        _tuple(*map(_int, stride)),
-        b"\x89",  # requires_grad=False
-        hooks,
-    )
-    return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
-
-
 def _handmade_pickle(legacy=False):
     """{"model": {w, wt (transposed view of w), n (0-d int64), h}, "epoch": 3}."""
-    model = _dict(
-        w=_tensor("FloatStorage", "0", 6, 0, (2, 3), (3, 1), legacy),
-        wt=_tensor("FloatStorage", "0", 6, 0, (3, 2), (1, 3), legacy),
-        n=_tensor("LongStorage", "1", 1, 0, (), (), legacy),
-        h=_tensor("HalfStorage", "2", 4, 1, (3,), (1,), legacy),
-    )
-    return b"\x80\x02" + _dict(model=model, epoch=_int(3)) + b"."
+    model = pickle_dict(dict(
+        w=pickle_tensor("FloatStorage", "0", 6, 0, (2, 3), (3, 1), legacy),
+        wt=pickle_tensor("FloatStorage", "0", 6, 0, (3, 2), (1, 3), legacy),
+        n=pickle_tensor("LongStorage", "1", 1, 0, (), (), legacy),
+        h=pickle_tensor("HalfStorage", "2", 4, 1, (3,), (1,), legacy),
+    ))
+    return b"\x80\x02" + pickle_dict(dict(model=model, epoch=pickle_int(3))) + b"."
 
 
 HANDMADE_W = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
@@ -94,16 +64,6 @@ def _check_handmade(checkpoint):
     _assert_bit_exact(model["wt"], HANDMADE_W.T)
     _assert_bit_exact(model["n"], HANDMADE_N)
     _assert_bit_exact(model["h"], HANDMADE_H[1:])
-
-
-def _write_zip(path, data_pkl, storages, byteorder="little", name="archive"):
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(f"{name}/data.pkl", data_pkl)
-        if byteorder is not None:
-            archive.writestr(f"{name}/byteorder", byteorder)
-        for key, array in storages.items():
-            archive.writestr(f"{name}/data/{key}", array.tobytes())
-        archive.writestr(f"{name}/version", "3\n")
 
 
 def _write_legacy(path, main_pickle, storages):
@@ -126,21 +86,21 @@ def _assert_bit_exact(actual, expected):
 
 def test_handmade_zip_checkpoint(tmp_path):
     path = tmp_path / "handmade.pth"
-    _write_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
+    write_torch_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
     _check_handmade(read_torch_checkpoint(path))
 
 
 def test_handmade_zip_without_byteorder_record(tmp_path):
     # Archives from PyTorch < 1.13 have no byteorder record.
     path = tmp_path / "old.pt"
-    _write_zip(path, _handmade_pickle(), HANDMADE_STORAGES, byteorder=None)
+    write_torch_zip(path, _handmade_pickle(), HANDMADE_STORAGES, byteorder=None)
     _check_handmade(read_torch_checkpoint(path))
 
 
 def test_handmade_big_endian_zip(tmp_path):
     path = tmp_path / "big.bin"
     big = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in HANDMADE_STORAGES.items()}
-    _write_zip(path, _handmade_pickle(), big, byteorder="big")
+    write_torch_zip(path, _handmade_pickle(), big, byteorder="big")
     _check_handmade(read_torch_checkpoint(path))
 
 
@@ -152,7 +112,7 @@ def test_handmade_legacy_checkpoint(tmp_path):
 
 def test_load_torch_state_dict_handmade(tmp_path):
     path = tmp_path / "handmade.pth"
-    _write_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
+    write_torch_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
     state = load_torch_state_dict(path)
     assert sorted(state) == ["h", "n", "w", "wt"]
     # Views of one storage must come back as independent arrays.
@@ -165,11 +125,11 @@ def test_bfloat16_is_exact(tmp_path, monkeypatch):
     expected = (bits.astype(np.uint32) << 16).view(np.float32)
     data_pkl = (
         b"\x80\x02"
-        + _dict(b=_tensor("BFloat16Storage", "0", 4, 0, (4,), (1,)))
+        + pickle_dict(dict(b=pickle_tensor("BFloat16Storage", "0", 4, 0, (4,), (1,))))
         + b"."
     )
     path = tmp_path / "bf16.pth"
-    _write_zip(path, data_pkl, {"0": bits})
+    write_torch_zip(path, data_pkl, {"0": bits})
     if torch_checkpoint.ml_dtypes is not None:
         array = read_torch_checkpoint(path)["b"]
         assert array.dtype == torch_checkpoint.ml_dtypes.bfloat16
@@ -365,7 +325,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, layout):
     assert b"system" in payload
     path = tmp_path / "evil.pth"
     if layout == "zip":
-        _write_zip(path, payload, {})
+        write_torch_zip(path, payload, {})
     elif layout == "raw_pickle":
         path.write_bytes(payload)
     else:
@@ -394,7 +354,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, layout):
 )
 def test_unknown_globals_are_refused(tmp_path, module, name):
     path = tmp_path / "unknown.pth"
-    _write_zip(path, b"\x80\x02" + _global(module, name) + b")R.", {})
+    write_torch_zip(path, b"\x80\x02" + pickle_global(module, name) + b")R.", {})
     with pytest.raises(UnsafeCheckpointError, match=name):
         read_torch_checkpoint(path)
 
@@ -402,29 +362,29 @@ def test_unknown_globals_are_refused(tmp_path, module, name):
 def test_pickle_cannot_modify_allowed_globals(tmp_path):
     # BUILD on an allowed function would otherwise let a file replace e.g.
     # its __defaults__ for every later checkpoint read in the process.
-    state = _dict(__defaults__=_tuple(_int(1)))
+    state = pickle_dict(dict(__defaults__=pickle_tuple(pickle_int(1))))
     data_pkl = (
-        b"\x80\x02" + _global("torch._utils", "_rebuild_tensor_v2") + state + b"b."
+        b"\x80\x02" + pickle_global("torch._utils", "_rebuild_tensor_v2") + state + b"b."
     )
     path = tmp_path / "build.pth"
-    _write_zip(path, data_pkl, {})
+    write_torch_zip(path, data_pkl, {})
     with pytest.raises(CheckpointFormatError, match="set the state"):
         read_torch_checkpoint(path)
 
     good = tmp_path / "good.pth"
-    _write_zip(good, _handmade_pickle(), HANDMADE_STORAGES)
+    write_torch_zip(good, _handmade_pickle(), HANDMADE_STORAGES)
     _check_handmade(read_torch_checkpoint(good))
 
 
 def test_bytes_need_latin1(tmp_path):
     def encode(encoding):
-        call = _tuple(_str("ab"), _str(encoding))
-        return b"\x80\x02" + _global("_codecs", "encode") + call + b"R."
+        call = pickle_tuple(pickle_str("ab"), pickle_str(encoding))
+        return b"\x80\x02" + pickle_global("_codecs", "encode") + call + b"R."
 
     path = tmp_path / "bytes.pth"
-    _write_zip(path, encode("latin1"), {})
+    write_torch_zip(path, encode("latin1"), {})
     assert read_torch_checkpoint(path) == b"ab"
-    _write_zip(path, encode("zlib"), {})
+    write_torch_zip(path, encode("zlib"), {})
     with pytest.raises(CheckpointFormatError, match="zlib"):
         read_torch_checkpoint(path)
 
@@ -444,7 +404,7 @@ def test_missing_file(tmp_path):
 def test_truncated_file(tmp_path, zip_format):
     path = tmp_path / "cut.pth"
     if zip_format:
-        _write_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
+        write_torch_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
     else:
         _write_legacy(path, _handmade_pickle(legacy=True), HANDMADE_STORAGES)
     data = path.read_bytes()
@@ -467,7 +427,7 @@ def test_truncated_legacy_storage_reports_sizes(tmp_path):
 def test_wrong_storage_size_in_zip(tmp_path):
     path = tmp_path / "bad_size.pth"
     storages = dict(HANDMADE_STORAGES, **{"0": HANDMADE_W[:1]})
-    _write_zip(path, _handmade_pickle(), storages)
+    write_torch_zip(path, _handmade_pickle(), storages)
     message = "storage 0 has 12 bytes, expected 24"
     with pytest.raises(CheckpointFormatError, match=message):
         read_torch_checkpoint(path)
@@ -475,16 +435,16 @@ def test_wrong_storage_size_in_zip(tmp_path):
 
 def test_tensor_outside_its_storage_is_refused(tmp_path):
     # Without the bounds check as_strided would read arbitrary memory.
-    data_pkl = b"\x80\x02" + _tensor("FloatStorage", "0", 6, 4, (3,), (1,)) + b"."
+    data_pkl = b"\x80\x02" + pickle_tensor("FloatStorage", "0", 6, 4, (3,), (1,)) + b"."
     path = tmp_path / "oob.pth"
-    _write_zip(path, data_pkl, {"0": HANDMADE_W})
+    write_torch_zip(path, data_pkl, {"0": HANDMADE_W})
     with pytest.raises(CheckpointFormatError, match="past the end of storage 0"):
         read_torch_checkpoint(path)
 
 
 def test_corrupted_zip_record(tmp_path):
     path = tmp_path / "crc.pth"
-    _write_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
+    write_torch_zip(path, _handmade_pickle(), HANDMADE_STORAGES)
     data = bytearray(path.read_bytes())
     position = data.index(HANDMADE_H.tobytes())
     data[position] ^= 0xFF

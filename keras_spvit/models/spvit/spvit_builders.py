@@ -115,7 +115,7 @@ _BUILDER_NAMES = {
 
 SPViT_S = _variant_builder("spvit_s", "SP-ViT-S: 26.2M parameters, 14 spatial-prior blocks.")
 SPViT_M = _variant_builder("spvit_m", "SP-ViT-M: 56.0M parameters, 10 spatial-prior blocks.")
-SPViT_L = _variant_builder(
+_SPViT_L_Paper = _variant_builder(
     "spvit_l", "SP-ViT-L as the paper describes it: spatial priors in blocks 0-21."
 )
 SPViT_L_Released = _variant_builder(
@@ -123,6 +123,30 @@ SPViT_L_Released = _variant_builder(
     "SP-ViT-L as the released code builds it: no spatial-prior block, class "
     "token entering before block 22.",
 )
+
+
+def SPViT_L(num_classes=1000, image_shape=None, released=False, **kwargs):
+    """SP-ViT-L: spatial priors in blocks 0-21, as the paper describes it.
+
+    Args:
+        num_classes: int. Classes of both heads (default 1000).
+        image_shape: `(height, width, channels)`; defaults to 224 px.
+        released: bool. If `True`, build L as the released code does (and as
+            its checkpoint holds): no spatial-prior block, the class token
+            entering before block 22 (same as `SPViT_L_Released`).
+        **kwargs: overrides of any `SPViT` argument.
+
+    Returns:
+        An `SPViTImageClassifier`.
+
+    Example:
+
+    >>> model = SPViT_L(num_classes=10, released=True)
+    """
+    builder = SPViT_L_Released if released else _SPViT_L_Paper
+    return builder(num_classes=num_classes, image_shape=image_shape, **kwargs)
+
+
 LVViT_S = _variant_builder("lvvit_s", "LV-ViT-S: the K = 0 baseline of SP-ViT-S.")
 LVViT_M = _variant_builder("lvvit_m", "LV-ViT-M: the K = 0 baseline of SP-ViT-M.")
 LVViT_L = _variant_builder("lvvit_l", "LV-ViT-L: the K = 0 baseline of SP-ViT-L.")

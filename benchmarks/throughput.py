@@ -19,7 +19,8 @@ of which traces/compiles; its duration is the "1st call s" column).
 torch.compile on torch); `--jit off` is a `tf.function` graph on TensorFlow,
 op-by-op (eager) execution on JAX and eager torch. The default is
 `--jit on off`, except on torch where it is `off` only: torch.compile on CPU
-is slow to compile and often unsupported; pass `--jit on` to try it. A
+is slow to compile (minutes) and often unsupported; pass `--jit on` to try
+it, with `--warmup 3` or more as it keeps recompiling for a few calls. A
 configuration that raises prints "failed: <reason>" instead of stopping the
 run.
 
@@ -70,6 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
+    args.model = list(dict.fromkeys(args.model))  # results are keyed by name
     if min(args.warmup, args.repeats, args.steps, args.batch_size) < 1:
         p.error("--warmup, --repeats, --steps and --batch-size must be >= 1")
     return args

@@ -89,6 +89,46 @@ def limit_threads(n):
         os.sched_setaffinity(0, cpus[:n])
 
 
+def keras_hub_vit_s(num_classes, image_shape, dtype):
+    """The external baseline: keras-hub's plain ViT at DeiT-S shape."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=image_shape, patch_size=16, num_layers=12, num_heads=6,
+        hidden_dim=384, mlp_dim=1536, dtype=dtype,
+    )
+    return keras_hub.models.ViTImageClassifier(backbone, num_classes=num_classes)
+
+
+# Baselines from other packages, benchmarked beside ours under these names.
+BASELINES = {"KerasHubViT_S": keras_hub_vit_s}
+
+
+def matmul_peak(keras, size=2048, repeats=10):
+    """Median fp32 GFLOP/s of a jitted square matmul: the machine's ceiling."""
+    from keras import ops
+
+    a = ops.ones((size, size), "float32")
+    b = ops.ones((size, size), "float32")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        matmul = jax.jit(ops.matmul)
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        matmul = tf.function(ops.matmul)
+    else:
+        matmul = ops.matmul
+    ops.convert_to_numpy(matmul(a, b))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ops.convert_to_numpy(matmul(a, b))
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
 def _short(exc):
     msg = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {msg[0][:100] if msg else ''}"
@@ -124,10 +164,12 @@ def main(argv=None):
 
     builders = {}
     for name in args.model:
-        builder = getattr(keras_spvit, name, None)
+        builder = BASELINES.get(name) or getattr(keras_spvit, name, None)
         if builder is None or isinstance(builder, type) or not callable(builder):
             known = [n for n in dir(keras_spvit) if "_" in n and n[0].isupper()]
-            raise SystemExit(f"Unknown model {name!r}; expected one of {known}.")
+            raise SystemExit(
+                f"Unknown model {name!r}; expected one of {known + sorted(BASELINES)}."
+            )
         builders[name] = builder
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -136,6 +178,8 @@ def main(argv=None):
           f"(cpus={cpus}) dtype={args.dtype} batch={args.batch_size} "
           f"image={args.image_size}px classes={args.num_classes} "
           f"warmup={args.warmup} repeats={args.repeats} steps={args.steps}")
+    peak = matmul_peak(keras)
+    print(f"fp32 matmul peak (2048^2, jitted): {peak:.0f} GFLOP/s")
 
     # Same inputs for every model and configuration.
     rng = np.random.default_rng(0)
@@ -213,6 +257,7 @@ def main(argv=None):
     print_table(results, multi=len(models) > 1)
     if args.json:
         meta = {"backend": backend, "keras": keras.__version__, "threads": threads,
+                "matmul_peak_gflops": peak,
                 "cpus": cpus, **{k: v for k, v in vars(args).items() if k != "json"},
                 "jit": jits}
         with open(args.json, "w") as f:

@@ -128,8 +128,8 @@ class SpatialPriorAttention(keras.layers.Layer):
         logits = attention_logits(query, key) * self.spatial_prior()[None]
         weights = ops.softmax(logits, axis=-1)
         dropped = self.attention_drop(weights, training=training)
-        x = attend(dropped, value, self.compute_dtype)
-        x = self.proj_drop(self.proj(merge_heads(x)), training=training)
+        x = merge_heads(attend(dropped, value, self.compute_dtype))
+        x = self.proj_drop(self.proj(x), training=training)
         if return_attention_scores:
             return x, weights
         return x

@@ -163,3 +163,8 @@ def test_bad_arguments_are_named(make, match):
 def test_bad_inputs_are_named(layer, shape, match):
     with pytest.raises(ValueError, match=match):
         layer(np.zeros(shape, "float32"))
+
+
+def test_conv_stem_rejects_sizes_it_cannot_divide():
+    with pytest.raises(ValueError, match=r"stride 16.*\(1, 40, 32, 3\)"):
+        layers.ConvStem(8, stem="4_2")(np.zeros((1, 40, 32, 3), "float32"))

@@ -17,3 +17,15 @@ from keras_spvit.models.spvit.spvit_builders import (
 )
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
 from keras_spvit.version import __version__
+from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
+from keras_spvit.models.refined_vit.refined_vit_builders import (
+    RefinedViT,
+    RefinedViT_L,
+    RefinedViT_M,
+    RefinedViT_S,
+    RefinedViT_Tiny,
+)
+from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
+    RefinedViTImageClassifier,
+)
+from keras_spvit.models.token_labeling_image_classifier import TokenLabelingImageClassifier

@@ -10,3 +10,5 @@ from keras_spvit.layers.position_embedding import PositionEmbedding
 from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.token_labeling_head import TokenLabelingHead
 from keras_spvit.layers.transformer_block import TransformerBlock
+from keras_spvit.layers.attention_refiner import AttentionRefiner
+from keras_spvit.layers.shared_attention import SharedAttention

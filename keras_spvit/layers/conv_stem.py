@@ -3,8 +3,13 @@ from keras import ops
 
 from keras_spvit.utils.validation import check_one_of, check_positive_int
 
-# Stem name -> width of its three stride-2/1/1 convolutions (None: patchify).
-STEM_WIDTHS = {"4_2": 64, "4_2_128": 128, "patch": None}
+# Stem name -> widths of its three stride-2/1/1 convolutions (None: patchify).
+STEM_WIDTHS = {
+    "4_2": (64, 64, 64),
+    "4_2_128": (128, 128, 128),
+    "refiner": (32, 64, 128),
+    "patch": None,
+}
 BATCH_NORM_EPSILON = 1e-5  # the release's (torch default); Keras' is 1e-3
 
 
@@ -12,17 +17,18 @@ BATCH_NORM_EPSILON = 1e-5  # the release's (torch default); Keras' is 1e-3
 class ConvStem(keras.layers.Layer):
     """Image -> patch-token grid, as in LV-ViT / SP-ViT.
 
-    `"4_2"` and `"4_2_128"` (width 64 / 128) are the released convolutional
-    stems: conv 7x7 stride 2 (symmetric zero padding 3) -> BN -> ReLU ->
-    conv 3x3 -> BN -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 8x8 stride 8 to
-    `embed_dim`, a total stride of 16. Padding is explicit because Keras'
+    `"4_2"` and `"4_2_128"` (width 64 / 128) are LV-ViT's and SP-ViT's
+    convolutional stems: conv 7x7 stride 2 (symmetric zero padding 3) -> BN
+    -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 8x8
+    stride 8 to `embed_dim`, a total stride of 16. `"refiner"` is the same
+    with widths 32, 64, 128 (Refined-ViT). Padding is explicit because Keras'
     `"same"` pads a stride-2 convolution asymmetrically on even inputs.
     `"patch"` is a plain ViT patchify convolution (kernel = stride =
     `patch_size`) for small images.
 
     Args:
         embed_dim: int. Width of the output tokens.
-        stem: one of `"4_2"`, `"4_2_128"`, `"patch"`.
+        stem: one of `"4_2"`, `"4_2_128"`, `"refiner"`, `"patch"`.
         patch_size: int. Total stride; must be 16 for the convolutional stems.
         **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -65,22 +71,23 @@ class ConvStem(keras.layers.Layer):
                     f"stem stride {self.stride}. Received input shape {tuple(input_shape)}."
                 )
         policy = dict(dtype=self.dtype_policy)
-        width = STEM_WIDTHS[self.stem]
+        widths = STEM_WIDTHS[self.stem]
         self.conv_layers = []
-        if width is not None:
+        if widths is not None:
+            first, second, third = widths
             self.conv_layers = [
                 keras.layers.ZeroPadding2D(3, name="pad1", **policy),
-                keras.layers.Conv2D(width, 7, 2, use_bias=False, name="conv1", **policy),
+                keras.layers.Conv2D(first, 7, 2, use_bias=False, name="conv1", **policy),
                 self._batch_norm("bn1"),
                 keras.layers.ReLU(name="relu1", **policy),
-                keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv2", **policy),
+                keras.layers.Conv2D(second, 3, padding="same", use_bias=False, name="conv2", **policy),
                 self._batch_norm("bn2"),
                 keras.layers.ReLU(name="relu2", **policy),
-                keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv3", **policy),
+                keras.layers.Conv2D(third, 3, padding="same", use_bias=False, name="conv3", **policy),
                 self._batch_norm("bn3"),
                 keras.layers.ReLU(name="relu3", **policy),
             ]
-        proj_size = 8 if width is not None else self.patch_size
+        proj_size = 8 if widths is not None else self.patch_size
         self.proj = keras.layers.Conv2D(
             self.embed_dim, proj_size, proj_size, name="proj", **policy
         )

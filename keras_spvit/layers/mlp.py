@@ -16,6 +16,9 @@ class MLP(keras.layers.Layer):
         output_dim: optional int. Width of the output; defaults to the input
             width.
         dropout: float in `[0, 1)`. Dropout after each Dense layer.
+        scale_init: optional float. If set, the output is multiplied by a
+            learned per-channel vector `scale_channel` starting at this value
+            (1e-5 in Refiner).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -28,13 +31,14 @@ class MLP(keras.layers.Layer):
     >>> y = mlp(np.zeros((2, 16, 64), "float32"))  # (2, 16, 64)
     """
 
-    def __init__(self, hidden_dim, output_dim=None, dropout=0.0, **kwargs):
+    def __init__(self, hidden_dim, output_dim=None, dropout=0.0, scale_init=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.output_dim = (
             None if output_dim is None else check_positive_int(output_dim, "output_dim")
         )
         self.dropout = check_rate(dropout, "dropout")
+        self.scale_init = None if scale_init is None else float(scale_init)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -48,12 +52,21 @@ class MLP(keras.layers.Layer):
         )
         self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
         self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.scale_channel = None
+        if self.scale_init is not None:
+            self.scale_channel = self.add_weight(
+                shape=(output_dim,),
+                initializer=keras.initializers.Constant(self.scale_init),
+                name="scale_channel",
+            )
 
     def call(self, inputs, training=None):
         x = self.fc1(inputs)
         x = keras.activations.gelu(x, approximate=False)
         x = self.drop(x, training=training)
         x = self.fc2(x)
+        if self.scale_channel is not None:
+            x = x * self.scale_channel
         return self.drop(x, training=training)
 
     def compute_output_shape(self, input_shape):
@@ -66,6 +79,7 @@ class MLP(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "output_dim": self.output_dim,
                 "dropout": self.dropout,
+                "scale_init": self.scale_init,
             }
         )
         return config

@@ -51,18 +51,33 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     is computed in float32 under mixed precision. The fused kernels of
     TensorFlow and JAX also take their softmax in float32.
 
+    Attention maps can travel between layers (Refiner, PSViT): with
+    `previous_map_scale` the layer takes the previous layer's map `M` and
+    applies `softmax(...) + previous_map_scale * M` (added after the softmax,
+    not renormalised, as the released Refiner does); with
+    `output_attention_map=True` it returns `(outputs, map)`, the map it
+    applied, for the next layer. A `refiner` (e.g. `AttentionRefiner`)
+    refines the layer's own map before it is applied to the values; the map
+    handed on stays unrefined.
+
     Args:
         num_heads: int. Number of attention heads; must divide the input width.
         qkv_bias: bool. Whether the `qkv` projection has a bias.
         attention_dropout: float in `[0, 1)`, dropout on attention weights.
         dropout: float in `[0, 1)`, dropout after the output projection.
+        previous_map_scale: optional float. Weight of the previous layer's
+            map (Refiner: `head_dim**-0.5`); `None` takes no map.
+        output_attention_map: bool. Return the applied map as well.
+        refiner: optional layer (or its config) refining the map before use.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
         inputs: `(batch, tokens, dim)` tensor.
+        attention_map: optional previous map `(batch, heads, tokens, tokens)`,
+            used only with `previous_map_scale`.
         training: bool, enables dropout.
-        return_attention_scores: bool. If `True`, returns
-            `(outputs, weights)` with weights `(batch, heads, tokens, tokens)`.
+        return_attention_scores: bool. If `True`, the map applied to the
+            values, `(batch, heads, tokens, tokens)`, is returned last.
 
     Example:
 
@@ -71,13 +86,26 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     """
 
     def __init__(
-        self, num_heads, qkv_bias=False, attention_dropout=0.0, dropout=0.0, **kwargs
+        self,
+        num_heads,
+        qkv_bias=False,
+        attention_dropout=0.0,
+        dropout=0.0,
+        previous_map_scale=None,
+        output_attention_map=False,
+        refiner=None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_heads = check_positive_int(num_heads, "num_heads")
         self.qkv_bias = bool(qkv_bias)
         self.attention_dropout = check_rate(attention_dropout, "attention_dropout")
         self.dropout = check_rate(dropout, "dropout")
+        self.previous_map_scale = (
+            None if previous_map_scale is None else float(previous_map_scale)
+        )
+        self.output_attention_map = bool(output_attention_map)
+        self.refiner = as_layer(refiner, "refiner")
 
     def build(self, input_shape):
         dim = check_head_split(input_shape[-1], self.num_heads, self.name)
@@ -94,15 +122,29 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             self.attention_dropout, dtype=self.dtype_policy
         )
         self.proj_drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        build_refiner(self.refiner, input_shape, self.num_heads)
 
-    def call(self, inputs, training=None, return_attention_scores=False):
+    def call(self, inputs, attention_map=None, training=None, return_attention_scores=False):
+        check_attention_map(self, attention_map)
         qkv = self.qkv(inputs)
-        weights = None
-        if return_attention_scores or (training and self.attention_dropout > 0):
+        handed_on = weights = None
+        explicit = (
+            return_attention_scores
+            or self.output_attention_map
+            or self.previous_map_scale is not None
+            or self.refiner is not None
+            or (training and self.attention_dropout > 0)
+        )
+        if explicit:
             query, key, value = (
                 split_heads(t, self.num_heads) for t in ops.split(qkv, 3, axis=-1)
             )
             weights = ops.softmax(attention_logits(query, key), axis=-1)
+            if self.previous_map_scale is not None:
+                weights = weights + self.previous_map_scale * ops.cast(attention_map, "float32")
+            handed_on = weights
+            if self.refiner is not None:
+                weights = self.refiner(weights, training=training)
             dropped = self.attention_drop(weights, training=training)
             x = merge_heads(attend(dropped, value, self.compute_dtype))
         else:
@@ -115,9 +157,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             )
             x = ops.reshape(x, (batch, tokens, self.num_heads * head_dim))
         x = self.proj_drop(self.proj(x), training=training)
-        if return_attention_scores:
-            return x, weights
-        return x
+        return attention_outputs(
+            x, handed_on if self.output_attention_map else None,
+            weights if return_attention_scores else None,
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -130,9 +173,58 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "qkv_bias": self.qkv_bias,
                 "attention_dropout": self.attention_dropout,
                 "dropout": self.dropout,
+                "previous_map_scale": self.previous_map_scale,
+                "output_attention_map": self.output_attention_map,
+                "refiner": serialize_optional(self.refiner),
             }
         )
         return config
+
+
+def as_layer(layer, name):
+    """`None`, a layer, or a serialized layer -> `None` or a layer."""
+    if layer is None or isinstance(layer, keras.layers.Layer):
+        return layer
+    if isinstance(layer, dict):
+        return keras.saving.deserialize_keras_object(layer)
+    raise ValueError(
+        f"Expected `{name}` to be None, a Keras layer or its serialized config. "
+        f"Received: {name}={layer!r}"
+    )
+
+
+def serialize_optional(layer):
+    return None if layer is None else keras.saving.serialize_keras_object(layer)
+
+
+def build_refiner(refiner, input_shape, num_heads):
+    if refiner is not None and not refiner.built:
+        tokens = input_shape[1]
+        refiner.build((input_shape[0], num_heads, tokens, tokens))
+
+
+def check_attention_map(layer, attention_map):
+    """Says what is wrong when a map is given to a layer that takes none, or the reverse."""
+    takes_map = getattr(layer, "previous_map_scale", None) is not None or getattr(
+        layer, "requires_attention_map", False
+    )
+    if attention_map is not None and not takes_map:
+        raise ValueError(
+            f"{layer.name} was given an attention map but does not take one. "
+            "Build it with `previous_map_scale=` to add the previous map."
+        )
+    if attention_map is None and takes_map:
+        raise ValueError(
+            f"{layer.name} needs the previous layer's attention map "
+            "(`attention_map=`), and none was given: the first attention layer "
+            "of a chain cannot share or add a previous map."
+        )
+
+
+def attention_outputs(x, handed_on, scores):
+    """`x`, then the map handed on and the scores, each only if present."""
+    extras = tuple(t for t in (handed_on, scores) if t is not None)
+    return (x, *extras) if extras else x
 
 
 def check_head_split(dim, num_heads, layer_name):

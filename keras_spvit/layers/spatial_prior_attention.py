@@ -4,10 +4,14 @@ from keras import ops
 from keras_spvit.layers.grid import relative_offsets, resolve_grid
 from keras_spvit.layers.initializers import dense_kwargs, truncated_normal
 from keras_spvit.layers.multi_head_self_attention import (
+    as_layer,
     attend,
     attention_logits,
+    attention_outputs,
+    build_refiner,
     check_head_split,
     merge_heads,
+    serialize_optional,
     split_heads,
 )
 from keras_spvit.utils.validation import check_grid_shape, check_positive_int, check_rate
@@ -42,6 +46,11 @@ class SpatialPriorAttention(keras.layers.Layer):
             (the release has none).
         attention_dropout: float in `[0, 1)`, dropout on attention weights.
         dropout: float in `[0, 1)`, dropout after the output projection.
+        refiner: optional layer (e.g. `AttentionRefiner`) or its config,
+            refining the spatial-prior attention map before it is applied to
+            the values (beyond the release).
+        output_attention_map: bool. Also return the (unrefined) map, for a
+            next layer that shares it.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -65,9 +74,13 @@ class SpatialPriorAttention(keras.layers.Layer):
         qkv_bias=False,
         attention_dropout=0.0,
         dropout=0.0,
+        refiner=None,
+        output_attention_map=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.refiner = as_layer(refiner, "refiner")
+        self.output_attention_map = bool(output_attention_map)
         self.num_heads = check_positive_int(num_heads, "num_heads")
         self.grid_shape = check_grid_shape(grid_shape)
         self.qkv_bias = bool(qkv_bias)
@@ -106,6 +119,7 @@ class SpatialPriorAttention(keras.layers.Layer):
             self.attention_dropout, dtype=self.dtype_policy
         )
         self.proj_drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        build_refiner(self.refiner, input_shape, self.num_heads)
 
     def spatial_prior(self):
         """The learned prior, float32 `(heads, N, N)`; row = query, column = key."""
@@ -126,13 +140,16 @@ class SpatialPriorAttention(keras.layers.Layer):
         )
         value = split_heads(self.v(inputs), self.num_heads)
         logits = attention_logits(query, key) * self.spatial_prior()[None]
-        weights = ops.softmax(logits, axis=-1)
+        handed_on = weights = ops.softmax(logits, axis=-1)
+        if self.refiner is not None:
+            weights = self.refiner(weights, training=training)
         dropped = self.attention_drop(weights, training=training)
         x = merge_heads(attend(dropped, value, self.compute_dtype))
         x = self.proj_drop(self.proj(x), training=training)
-        if return_attention_scores:
-            return x, weights
-        return x
+        return attention_outputs(
+            x, handed_on if self.output_attention_map else None,
+            weights if return_attention_scores else None,
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -146,6 +163,8 @@ class SpatialPriorAttention(keras.layers.Layer):
                 "qkv_bias": self.qkv_bias,
                 "attention_dropout": self.attention_dropout,
                 "dropout": self.dropout,
+                "refiner": serialize_optional(self.refiner),
+                "output_attention_map": self.output_attention_map,
             }
         )
         return config

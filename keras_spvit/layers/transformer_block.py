@@ -11,12 +11,17 @@ LAYER_NORM_EPSILON = 1e-5  # the release's (torch default); Keras' is 1e-3
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm transformer block around any attention layer.
 
-        x = x + drop_path(attention(norm1(x))) / skip_lam
-        x = x + drop_path(mlp(norm2(x))) / skip_lam
+        x = x + drop_path(attention(norm1(a * x))) / skip_lam
+        x = x + drop_path(mlp(norm2(a * x))) / skip_lam
 
-    The attention layer is an argument, so the same block serves vanilla,
-    spatial-prior and later attention variants. `skip_lam` is LV-ViT's
-    residual scaling (2 for the S/M models, 3 for L).
+    with `a = branch_input_scale`. The attention layer is an argument, so the
+    same block serves vanilla, spatial-prior, shared and refined attention.
+    `skip_lam` is LV-ViT's residual scaling (2 for S/M, 3 for L); Refiner uses
+    `branch_input_scale = skip_lam = 0.5` (its `adjust_ratio`).
+
+    Attention maps travel between blocks: when the attention layer hands its
+    map on (`output_attention_map=True`) the block returns `(x, map)`, and an
+    `attention_map` given to the block is given to its attention layer.
 
     Args:
         attention: a Keras layer mapping `(batch, tokens, dim)` to the same
@@ -28,14 +33,22 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate: float in `[0, 1)`, stochastic depth of both branches.
         dropout: float in `[0, 1)`, dropout inside the MLP.
         layer_norm_epsilon: float. Epsilon of both LayerNorms.
+        branch_input_scale: float. Multiplies `x` before each LayerNorm.
+        mlp_scale_init: optional float; see `MLP(scale_init=...)`.
         seed: optional int seeding the drop-path generator.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
         inputs: `(batch, tokens, dim)` tensor.
+        attention_map: optional `(batch, heads, tokens, tokens)` map of the
+            previous block, for attention layers that take one.
         training: bool, enables dropout and drop-path.
-        return_attention_scores: bool. If `True`, returns
-            `(outputs, attention_weights)`.
+        return_attention_scores: bool. If `True`, the map the attention
+            applied to its values is appended to the outputs.
+
+    Returns:
+        `outputs`, then the map handed on if the attention layer hands one
+        on, then the attention scores if requested (a tuple if more than one).
 
     Example:
 
@@ -52,6 +65,8 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         dropout=0.0,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
+        branch_input_scale=1.0,
+        mlp_scale_init=None,
         seed=None,
         **kwargs,
     ):
@@ -71,6 +86,8 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = check_positive_float(
             layer_norm_epsilon, "layer_norm_epsilon"
         )
+        self.branch_input_scale = check_positive_float(branch_input_scale, "branch_input_scale")
+        self.mlp_scale_init = mlp_scale_init
         self.seed = seed
 
     def build(self, input_shape):
@@ -84,6 +101,7 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp = MLP(
             int(input_shape[-1] * self.mlp_ratio),
             dropout=self.dropout,
+            scale_init=self.mlp_scale_init,
             name="mlp",
             dtype=self.dtype_policy,
         )
@@ -92,22 +110,30 @@ class TransformerBlock(keras.layers.Layer):
             self.drop_path_rate, seed=self.seed, name="drop_path", dtype=self.dtype_policy
         )
 
-    def call(self, inputs, training=None, return_attention_scores=False):
-        branch = self.attention(
-            self.norm1(inputs),
+    def call(self, inputs, attention_map=None, training=None, return_attention_scores=False):
+        extra = {} if attention_map is None else {"attention_map": attention_map}
+        result = self.attention(
+            self.norm1(self._scaled(inputs)),
             training=training,
             return_attention_scores=return_attention_scores,
+            **extra,
         )
-        if return_attention_scores:
-            branch, weights = branch
+        branch, *maps = result if isinstance(result, (tuple, list)) else (result,)
         x = inputs + self.drop_path(branch, training=training) / self.skip_lam
-        branch = self.mlp(self.norm2(x), training=training)
+        branch = self.mlp(self.norm2(self._scaled(x)), training=training)
         x = x + self.drop_path(branch, training=training) / self.skip_lam
-        if return_attention_scores:
-            return x, weights
-        return x
+        return (x, *maps) if maps else x
+
+    def _scaled(self, x):
+        if self.branch_input_scale == 1.0:
+            return x
+        return x * self.branch_input_scale
 
     def compute_output_shape(self, input_shape):
+        if getattr(self.attention, "output_attention_map", False):
+            tokens = input_shape[1]
+            heads = self.attention.num_heads
+            return input_shape, (input_shape[0], heads, tokens, tokens)
         return input_shape
 
     def get_config(self):
@@ -120,6 +146,8 @@ class TransformerBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "branch_input_scale": self.branch_input_scale,
+                "mlp_scale_init": self.mlp_scale_init,
                 "seed": self.seed,
             }
         )

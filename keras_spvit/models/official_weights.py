@@ -51,26 +51,73 @@ def batch_norm(prefix, layer):
     }
 
 
+def stem_weights(stem):
+    """`patch_embed.*` entries of the LV-ViT / Refiner convolutional stems."""
+    weights = {}
+    for layer in stem.conv_layers:
+        if layer.name.startswith("conv"):
+            weights[f"patch_embed.{layer.name}.weight"] = (layer.kernel, conv)
+        elif layer.name.startswith("bn"):
+            weights.update(batch_norm(f"patch_embed.{layer.name}", layer))
+    weights["patch_embed.proj.weight"] = (stem.proj.kernel, conv)
+    weights["patch_embed.proj.bias"] = (stem.proj.bias, identity)
+    return weights
+
+
+def block_weights(prefix, block):
+    """The norms and MLP of a `TransformerBlock` (attention is family-specific)."""
+    weights = {}
+    weights.update(layer_norm(f"{prefix}.norm1", block.norm1))
+    weights.update(layer_norm(f"{prefix}.norm2", block.norm2))
+    weights.update(dense(f"{prefix}.mlp.fc1", block.mlp.fc1))
+    weights.update(dense(f"{prefix}.mlp.fc2", block.mlp.fc2))
+    if block.mlp.scale_channel is not None:
+        weights[f"{prefix}.mlp.scale_channel"] = (block.mlp.scale_channel, identity)
+    return weights
+
+
+def backbone_weights(backbone, head):
+    """Class token, position embedding, stem, final norm and heads."""
+    weights = {
+        "cls_token": (backbone.class_token.token, identity),
+        "pos_embed": (backbone.position_embedding.embedding, identity),
+        "norm.weight": (backbone.norm.gamma, identity),
+        "norm.bias": (backbone.norm.beta, identity),
+    }
+    weights.update(stem_weights(backbone.stem))
+    if head is not None:
+        weights.update(dense("head", head.head))
+        weights.update(dense("aux_head", head.aux_head))
+    return weights
+
+
+HEAD_PREFIXES = ("head.", "aux_head.")
+
 # Buffers the checkpoint carries that no Keras variable needs.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 MAX_LISTED = 20
 
 
 def _family_mapping(model):
-    """Returns `(weight_map, head_prefixes)` for a backbone or classifier."""
-    from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
-    from keras_spvit.models.spvit.spvit_official_weights import (
-        HEAD_PREFIXES,
-        spvit_weight_map,
+    """Returns `(weight_map, head_prefixes, is_backbone)` for a model."""
+    from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
+    from keras_spvit.models.refined_vit.refined_vit_official_weights import (
+        refined_vit_weight_map,
     )
+    from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+    from keras_spvit.models.spvit.spvit_official_weights import spvit_weight_map
 
     backbone = getattr(model, "backbone", model)
     head = getattr(model, "head", None) if backbone is not model else None
-    if isinstance(backbone, SPViTBackbone):
-        return spvit_weight_map(backbone, head), HEAD_PREFIXES, head is None
+    for family, weight_map in (
+        (SPViTBackbone, spvit_weight_map),
+        (RefinedViTBackbone, refined_vit_weight_map),
+    ):
+        if isinstance(backbone, family):
+            return weight_map(backbone, head), HEAD_PREFIXES, head is None
     raise ValueError(
-        "load_official_weights supports SP-ViT / LV-ViT backbones and "
-        f"classifiers. Received a {type(model).__name__}."
+        "load_official_weights supports SP-ViT / LV-ViT and Refined-ViT backbones "
+        f"and classifiers. Received a {type(model).__name__}."
     )
 
 
@@ -103,7 +150,7 @@ def load_official_weights(model, source, prefer_ema=False):
     backbone (no heads) skips the checkpoint's `head` / `aux_head` entries.
 
     Args:
-        model: an `SPViTImageClassifier` or `SPViTBackbone`.
+        model: an SP-ViT / LV-ViT or Refined-ViT classifier or backbone.
         source: a mapping from official state_dict names to arrays, or the
             path of an official `.pth` / `.pth.tar` checkpoint (a plain
             state_dict, or a dict holding `state_dict` / `state_dict_ema`;

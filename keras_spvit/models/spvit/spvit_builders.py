@@ -1,5 +1,6 @@
 """Model builders of the SP-ViT family: a generic one and one per variant."""
 
+from keras_spvit.models.builders import variant_builder
 from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
 from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
@@ -64,62 +65,18 @@ def SPViT(
     return SPViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
 
 
-def build_variant(variant, **overrides):
-    """Builds the named variant of `SPVIT_VARIANTS`, any argument overridden."""
-    if variant not in SPVIT_VARIANTS:
-        raise ValueError(
-            f"Unknown SP-ViT variant {variant!r}. Expected one of {sorted(SPVIT_VARIANTS)}."
-        )
-    return SPViT(**{**SPVIT_VARIANTS[variant]["arch"], **overrides})
+def _named(variant, name, summary):
+    return variant_builder(SPViT, SPVIT_VARIANTS, variant, name, summary)
 
 
-def _variant_builder(variant, summary):
-    def builder(num_classes=1000, image_shape=None, **kwargs):
-        if image_shape is not None:
-            kwargs["image_shape"] = image_shape
-        return build_variant(variant, num_classes=num_classes, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = _BUILDER_NAMES[variant]
-    builder.__doc__ = f"""{summary}
-
-    Architecture: `SPVIT_VARIANTS[{variant!r}]`.
-
-    Args:
-        num_classes: int. Classes of both heads (default 1000).
-        image_shape: `(height, width, channels)`; defaults to the variant's
-            (224 px, or 32 px for the tiny models).
-        **kwargs: overrides of any `SPViT` argument, e.g. `drop_path_rate`,
-            `dtype="mixed_bfloat16"`, `return_dense=True`.
-
-    Returns:
-        An `SPViTImageClassifier`.
-
-    Example:
-
-    >>> model = {_BUILDER_NAMES[variant]}(num_classes=10)
-    """
-    return builder
-
-
-_BUILDER_NAMES = {
-    "spvit_s": "SPViT_S",
-    "spvit_m": "SPViT_M",
-    "spvit_l": "SPViT_L",
-    "spvit_l_released": "SPViT_L_Released",
-    "lvvit_s": "LVViT_S",
-    "lvvit_m": "LVViT_M",
-    "lvvit_l": "LVViT_L",
-    "spvit_tiny": "SPViT_Tiny",
-    "lvvit_tiny": "LVViT_Tiny",
-}
-
-SPViT_S = _variant_builder("spvit_s", "SP-ViT-S: 26.2M parameters, 14 spatial-prior blocks.")
-SPViT_M = _variant_builder("spvit_m", "SP-ViT-M: 56.0M parameters, 10 spatial-prior blocks.")
-_SPViT_L_Paper = _variant_builder(
-    "spvit_l", "SP-ViT-L as the paper describes it: spatial priors in blocks 0-21."
+SPViT_S = _named("spvit_s", "SPViT_S", "SP-ViT-S: 26.2M parameters, 14 spatial-prior blocks.")
+SPViT_M = _named("spvit_m", "SPViT_M", "SP-ViT-M: 56.0M parameters, 10 spatial-prior blocks.")
+_SPViT_L_Paper = _named(
+    "spvit_l", "SPViT_L", "SP-ViT-L as the paper describes it: spatial priors in blocks 0-21."
 )
-SPViT_L_Released = _variant_builder(
+SPViT_L_Released = _named(
     "spvit_l_released",
+    "SPViT_L_Released",
     "SP-ViT-L as the released code builds it: no spatial-prior block, class "
     "token entering before block 22.",
 )
@@ -147,12 +104,12 @@ def SPViT_L(num_classes=1000, image_shape=None, released=False, **kwargs):
     return builder(num_classes=num_classes, image_shape=image_shape, **kwargs)
 
 
-LVViT_S = _variant_builder("lvvit_s", "LV-ViT-S: the K = 0 baseline of SP-ViT-S.")
-LVViT_M = _variant_builder("lvvit_m", "LV-ViT-M: the K = 0 baseline of SP-ViT-M.")
-LVViT_L = _variant_builder("lvvit_l", "LV-ViT-L: the K = 0 baseline of SP-ViT-L.")
-SPViT_Tiny = _variant_builder(
-    "spvit_tiny", "A CPU-sized SP-ViT (dim 64, 4 blocks, 2 priors) for 32 px images."
+LVViT_S = _named("lvvit_s", "LVViT_S", "LV-ViT-S: the K = 0 baseline of SP-ViT-S.")
+LVViT_M = _named("lvvit_m", "LVViT_M", "LV-ViT-M: the K = 0 baseline of SP-ViT-M.")
+LVViT_L = _named("lvvit_l", "LVViT_L", "LV-ViT-L: the K = 0 baseline of SP-ViT-L.")
+SPViT_Tiny = _named(
+    "spvit_tiny", "SPViT_Tiny", "A CPU-sized SP-ViT (dim 64, 4 blocks, 2 priors) for 32 px images."
 )
-LVViT_Tiny = _variant_builder(
-    "lvvit_tiny", "SPViT_Tiny without spatial priors: the vanilla-attention baseline."
+LVViT_Tiny = _named(
+    "lvvit_tiny", "LVViT_Tiny", "SPViT_Tiny without spatial priors: the vanilla-attention baseline."
 )

@@ -6,12 +6,11 @@ conversion command all go through `spvit_weight_map`.
 
 from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.models.official_weights import (
-    batch_norm,
-    conv,
+    backbone_weights,
+    block_weights,
     dense,
     depthwise,
     identity,
-    layer_norm,
 )
 
 
@@ -27,23 +26,10 @@ def spvit_weight_map(backbone, head=None):
         A dict from official state_dict names to `(keras.Variable, fn)`, where
         `fn` turns the torch-layout array into the variable's layout.
     """
-    weights = {
-        "cls_token": (backbone.class_token.token, identity),
-        "pos_embed": (backbone.position_embedding.embedding, identity),
-        "norm.weight": (backbone.norm.gamma, identity),
-        "norm.bias": (backbone.norm.beta, identity),
-    }
-    stem = backbone.stem
-    for layer in stem.conv_layers:
-        if layer.name.startswith("conv"):
-            weights[f"patch_embed.{layer.name}.weight"] = (layer.kernel, conv)
-        elif layer.name.startswith("bn"):
-            weights.update(batch_norm(f"patch_embed.{layer.name}", layer))
-    weights.update(conv_with_bias("patch_embed.proj", stem.proj))
+    weights = backbone_weights(backbone, head)
     for i, (block, pos_cnn) in enumerate(zip(backbone.transformer_blocks, backbone.pos_cnns)):
         prefix = f"blocks.{i}"
-        weights.update(layer_norm(f"{prefix}.norm1", block.norm1))
-        weights.update(layer_norm(f"{prefix}.norm2", block.norm2))
+        weights.update(block_weights(prefix, block))
         attention = block.attention
         if isinstance(attention, SpatialPriorAttention):
             heads, head_dim = attention.w2.shape
@@ -59,21 +45,6 @@ def spvit_weight_map(backbone, head=None):
         else:
             weights.update(dense(f"{prefix}.attn.qkv", attention.qkv))
         weights.update(dense(f"{prefix}.attn.proj", attention.proj))
-        weights.update(dense(f"{prefix}.mlp.fc1", block.mlp.fc1))
-        weights.update(dense(f"{prefix}.mlp.fc2", block.mlp.fc2))
         weights[f"{prefix}.pos_block.proj.0.weight"] = (pos_cnn.conv.kernel, depthwise)
         weights[f"{prefix}.pos_block.proj.0.bias"] = (pos_cnn.conv.bias, identity)
-    if head is not None:
-        weights.update(dense("head", head.head))
-        weights.update(dense("aux_head", head.aux_head))
     return weights
-
-
-def conv_with_bias(prefix, layer):
-    return {
-        f"{prefix}.weight": (layer.kernel, conv),
-        f"{prefix}.bias": (layer.bias, identity),
-    }
-
-
-HEAD_PREFIXES = ("head.", "aux_head.")

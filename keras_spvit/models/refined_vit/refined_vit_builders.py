@@ -1,0 +1,71 @@
+"""Model builders of the Refined-ViT family: a generic one and one per variant."""
+
+from keras_spvit.models.builders import variant_builder
+from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
+from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
+    RefinedViTImageClassifier,
+)
+from keras_spvit.models.refined_vit.refined_vit_variants import REFINED_VIT_VARIANTS
+
+_CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
+
+
+def RefinedViT(
+    embed_dim,
+    depth,
+    num_heads,
+    mlp_ratio=3.0,
+    num_classes=1000,
+    image_shape=(224, 224, 3),
+    drop_path_rate=0.0,
+    name=None,
+    **kwargs,
+):
+    """Builds a `RefinedViTImageClassifier` from hyper-parameters.
+
+    Args:
+        embed_dim: int. Token width.
+        depth: int. Number of blocks.
+        num_heads: int. Attention heads.
+        mlp_ratio: float. MLP expansion.
+        num_classes: int. Classes of both heads.
+        image_shape: `(height, width, channels)` of the inputs.
+        drop_path_rate: float. Final stochastic-depth rate.
+        name: optional model name.
+        **kwargs: any other `RefinedViTBackbone` argument (`refiner_blocks`,
+            `refiner_expansion_ratio`, `refiner_kernel_size`, `stem`,
+            `dtype`, ...) or classifier argument (`aux_weight`,
+            `return_dense`, `head_dtype`, `preprocessor`).
+
+    Returns:
+        A `RefinedViTImageClassifier`.
+
+    Example:
+
+    >>> model = RefinedViT(embed_dim=64, depth=4, num_heads=4, num_classes=10,
+    ...                    image_shape=(64, 64, 3))
+    """
+    classifier_kwargs = {k: kwargs.pop(k) for k in _CLASSIFIER_ARGS if k in kwargs}
+    backbone = RefinedViTBackbone(
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        image_shape=image_shape,
+        drop_path_rate=drop_path_rate,
+        **kwargs,
+    )
+    return RefinedViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
+
+
+def _named(variant, name, summary):
+    return variant_builder(RefinedViT, REFINED_VIT_VARIANTS, variant, name, summary)
+
+
+RefinedViT_S = _named("refined_vit_s", "RefinedViT_S", "Refined-ViT-S: 25.4M parameters.")
+RefinedViT_M = _named("refined_vit_m", "RefinedViT_M", "Refined-ViT-M: 55.5M parameters.")
+RefinedViT_L = _named("refined_vit_l", "RefinedViT_L", "Refined-ViT-L: 81.2M parameters.")
+RefinedViT_Tiny = _named(
+    "refined_vit_tiny", "RefinedViT_Tiny",
+    "A CPU-sized Refined-ViT (dim 64, 4 blocks, 2 refiners) for 32 px images.",
+)

@@ -1,0 +1,120 @@
+import keras
+from keras_hub.models import ImageClassifier
+from keras_hub.src.models.task import Task
+
+from keras_spvit.layers.token_labeling_head import TokenLabelingHead
+
+
+@keras.saving.register_keras_serializable(package="keras_spvit")
+class TokenLabelingImageClassifier(ImageClassifier):
+    """Image classifier with LV-ViT's token-labeling head, for any backbone
+    whose output is `(batch, 1 + patches, dim)` with the class token first.
+
+    Family classifiers (`SPViTImageClassifier`, `RefinedViTImageClassifier`)
+    only name their backbone class.
+
+    The prediction is `head(cls) + aux_weight * max over patches of
+    aux_head(patches)`, as in the released models. With `return_dense=True`
+    the model returns a dict with `"logits"`, `"class_logits"` and
+    `"aux_logits"` (`(batch, patches, classes)`), so the token-labeling loss
+    can be applied to both heads during training.
+
+    Args:
+        backbone: a backbone of the family.
+        num_classes: int. Number of classes.
+        preprocessor: optional `keras_hub` preprocessor (or `None`; inputs are
+            then channels-last images already normalised).
+        aux_weight: float. Weight of the pooled aux logits (0.5 released).
+        return_dense: bool. Return both heads' logits (see above).
+        head_dtype: optional dtype policy of the heads; defaults to the
+            backbone's. Logits are float32 either way.
+        **kwargs: standard `keras_hub.models.Task` arguments.
+
+    Example:
+
+    >>> backbone = SPViTBackbone(
+    ...     embed_dim=64, depth=4, num_heads=2, spatial_prior_blocks=2,
+    ...     image_shape=(64, 64, 3),
+    ... )
+    >>> classifier = SPViTImageClassifier(backbone, num_classes=10)  # a subclass
+    >>> classifier.predict(np.zeros((2, 64, 64, 3), "float32")).shape
+    (2, 10)
+    """
+
+    backbone_cls = None
+    preprocessor_cls = None
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        preprocessor=None,
+        aux_weight=0.5,
+        return_dense=False,
+        head_dtype=None,
+        **kwargs,
+    ):
+        head_dtype = head_dtype or backbone.dtype_policy
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.head = TokenLabelingHead(
+            num_classes,
+            aux_weight=aux_weight,
+            return_dense=return_dense,
+            dtype=head_dtype,
+            name="token_labeling_head",
+        )
+
+        # === Functional Model ===
+        # `Task.__init__` compiles with defaults that depend on the outputs.
+        self.return_dense = return_dense
+        inputs = self.backbone.input
+        outputs = self.head(self.backbone(inputs))
+        Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.aux_weight = aux_weight
+        self.head_dtype = head_dtype
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """Like `ImageClassifier.compile`; dense models train `class_logits`.
+
+        With `return_dense=True` the automatic loss is sparse cross-entropy on
+        `"class_logits"` and no metric is added; pass `y` as a dict keyed by
+        output name (add `metrics={"logits": ...}` with a `y["logits"]`). The token-label loss for `"aux_logits"` is passed as
+        part of `loss`.
+        """
+        if getattr(self, "return_dense", False):
+            if loss == "auto":
+                loss = {
+                    "class_logits": keras.losses.SparseCategoricalCrossentropy(
+                        from_logits=True
+                    )
+                }
+            if metrics == "auto":
+                # Keras metrics need a target for every output they watch;
+                # none is assumed for the dense outputs.
+                metrics = None
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def get_config(self):
+        config = Task.get_config(self)
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "aux_weight": self.aux_weight,
+                "return_dense": self.return_dense,
+                "head_dtype": keras.dtype_policies.serialize(self.head_dtype),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("head_dtype"), dict):
+            config["head_dtype"] = keras.dtype_policies.deserialize(config["head_dtype"])
+        return super().from_config(config)

@@ -21,6 +21,8 @@ class AttentionRefiner(keras.layers.Layer):
 
     It works channels-last inside. At inference each BatchNorm is folded into
     the convolution before it, so the maps are traversed once per stage.
+    Attention maps are numerically sensitive (entries of order 1 / tokens):
+    the layer computes in float32 under any dtype policy.
 
     Args:
         expansion_ratio: int. Expanded maps per head (3 released).
@@ -46,6 +48,7 @@ class AttentionRefiner(keras.layers.Layer):
         self, expansion_ratio=3, kernel_size=3, activation="relu6", normalize_output=True,
         **kwargs,
     ):
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.expansion_ratio = check_positive_int(expansion_ratio, "expansion_ratio")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")

@@ -46,6 +46,38 @@ LAYERS = {
         (2, 7, 16),
     ),
     "TokenLabelingHead": (lambda d: layers.TokenLabelingHead(5, dtype=d), (2, 7, 16)),
+    "AttentionRefiner": (lambda d: layers.AttentionRefiner(dtype=d), (2, 2, 6, 6)),
+    "MultiHeadSelfAttention_refined": (
+        lambda d: layers.MultiHeadSelfAttention(
+            2, refiner=layers.AttentionRefiner(kernel_size=5), dtype=d
+        ),
+        (2, 7, 16),
+    ),
+}
+# Layers that take the previous attention map: name -> (factory, shape, map shape).
+MAP_LAYERS = {
+    "SharedAttention_refined": (
+        lambda d: layers.SharedAttention(
+            2, refiner=layers.AttentionRefiner(), output_attention_map=True, dtype=d
+        ),
+        (2, 7, 16),
+        (2, 2, 7, 7),
+    ),
+    "MultiHeadSelfAttention_previous_map": (
+        lambda d: layers.MultiHeadSelfAttention(
+            2, previous_map_scale=0.25, output_attention_map=True, dtype=d
+        ),
+        (2, 7, 16),
+        (2, 2, 7, 7),
+    ),
+    "TransformerBlock_shared": (
+        lambda d: layers.TransformerBlock(
+            layers.SharedAttention(2, refiner=layers.AttentionRefiner()),
+            branch_input_scale=0.5, skip_lam=0.5, mlp_scale_init=1e-5, dtype=d,
+        ),
+        (2, 7, 16),
+        (2, 2, 7, 7),
+    ),
 }
 
 
@@ -60,53 +92,81 @@ def perturb(layer, seed=0):
 
 
 def as_model(name, dtype=None):
-    factory, shape = LAYERS[name]
-    inputs = keras.Input(shape[1:], batch_size=None)
-    layer = factory(dtype)
-    model = keras.Model(inputs, layer(inputs))
+    """A functional model around the layer, and an input for it.
+
+    Map-taking layers get a second input, the previous attention map; `x` is
+    then a list of both.
+    """
+    rng = np.random.default_rng(1)
+    if name in MAP_LAYERS:
+        factory, shape, map_shape = MAP_LAYERS[name]
+        tokens = keras.Input(shape[1:])
+        previous = keras.Input(map_shape[1:])
+        layer = factory(dtype)
+        model = keras.Model([tokens, previous], layer(tokens, attention_map=previous))
+        maps = rng.uniform(size=map_shape)
+        x = [rng.normal(size=shape).astype("float32"),
+             (maps / maps.sum(-1, keepdims=True)).astype("float32")]
+    else:
+        factory, shape = LAYERS[name]
+        inputs = keras.Input(shape[1:], batch_size=None)
+        layer = factory(dtype)
+        model = keras.Model(inputs, layer(inputs))
+        x = rng.normal(size=shape).astype("float32")
     perturb(layer)
-    x = np.random.default_rng(1).normal(size=shape).astype("float32")
     return model, layer, x
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+ALL_LAYERS = sorted(LAYERS) + sorted(MAP_LAYERS)
+
+
+def outputs(model_or_layer, x):
+    """Numpy outputs of a model on `x`, flattened to a list."""
+    return [to_numpy(t) for t in keras.tree.flatten(model_or_layer(x))]
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
 def test_config_round_trip(name):
     model, layer, x = as_model(name)
     clone = layer.__class__.from_config(layer.get_config())
-    clone.build(x.shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(to_numpy(clone(x)), to_numpy(layer(x)))
+    clone_model = keras.Model(model.inputs, keras.tree.flatten(model.outputs))
+    clone_model = keras.Model.from_config(
+        clone_model.get_config(),
+        custom_objects={type(layer).__name__: type(layer)},
+    )
+    clone_model.set_weights(model.get_weights())
+    for actual, expected in zip(outputs(clone_model, x), outputs(model, x)):
+        np.testing.assert_array_equal(actual, expected)
     assert clone.get_config() == layer.get_config()
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", ALL_LAYERS)
 def test_keras_file_round_trip(name, tmp_path):
     model, _, x = as_model(name)
     path = tmp_path / "layer.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
-    np.testing.assert_array_equal(to_numpy(restored(x)), to_numpy(model(x)))
+    for actual, expected in zip(outputs(restored, x), outputs(model, x)):
+        np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="jit_compile is XLA on TensorFlow and JAX")
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", ALL_LAYERS)
 def test_jit_compile_matches_eager(name):
     model, _, x = as_model(name)
     model.compile(jit_compile=True)
-    expected = to_numpy(model(x))
-    # Float32 reassociation only: 1e-5 of the output's scale.
-    np.testing.assert_allclose(
-        model.predict(x, verbose=0), expected, rtol=0, atol=1e-5 * np.abs(expected).max()
-    )
+    jitted = [np.asarray(t) for t in keras.tree.flatten(model.predict(x, verbose=0))]
+    for actual, expected in zip(jitted, outputs(model, x)):
+        # Float32 reassociation only: 1e-5 of the output's scale.
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", ALL_LAYERS)
 def test_mixed_bfloat16_runs_close_to_float32(name):
     reference, _, x = as_model(name)
     mixed, layer, _ = as_model(name, dtype="mixed_bfloat16")
     assert all(w.dtype == "float32" for w in layer.weights)
-    expected = to_numpy(reference(x))
-    actual = to_numpy(mixed(x)).astype("float32")
-    assert np.all(np.isfinite(actual))
-    scale = np.abs(expected).max()
-    assert np.abs(actual - expected).max() <= 0.05 * scale + 0.05
+    for actual, expected in zip(outputs(mixed, x), outputs(reference, x)):
+        actual = actual.astype("float32")
+        assert np.all(np.isfinite(actual))
+        assert np.abs(actual - expected).max() <= 0.05 * np.abs(expected).max() + 0.05

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras_hub.models import Backbone
 
+from keras_spvit.layers.attention_refiner import AttentionRefiner
 from keras_spvit.layers.class_token import ClassToken
 from keras_spvit.layers.conv_stem import ConvStem
 from keras_spvit.layers.multi_head_self_attention import MultiHeadSelfAttention
@@ -51,6 +52,11 @@ class SPViTBackbone(Backbone):
         dropout: float in `[0, 1)`. Dropout in the MLPs and after attention.
         attention_dropout: float in `[0, 1)`. Dropout on attention weights.
         qkv_bias: bool. Whether the attention projections have biases.
+        refiner_blocks: block indices whose attention refines its own map
+            with an `AttentionRefiner` before applying it (Refiner's idea on
+            spatial-prior or vanilla attention; not in the release).
+        refiner_expansion_ratio: int. Maps per head in those refiners.
+        refiner_kernel_size: odd int. Their depthwise kernel size.
         layer_norm_epsilon: float. Epsilon of every LayerNorm.
         image_shape: `(height, width, channels)` of the channels-last,
             normalised input images.
@@ -82,6 +88,9 @@ class SPViTBackbone(Backbone):
         dropout=0.0,
         attention_dropout=0.0,
         qkv_bias=False,
+        refiner_blocks=(),
+        refiner_expansion_ratio=3,
+        refiner_kernel_size=3,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         image_shape=(224, 224, 3),
         dtype=None,
@@ -117,6 +126,12 @@ class SPViTBackbone(Backbone):
             )
         drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         image_shape = check_image_shape(image_shape, patch_size)
+        refiner_blocks = sorted({int(i) for i in refiner_blocks})
+        if any(not 0 <= i < depth for i in refiner_blocks):
+            raise ValueError(
+                "`refiner_blocks` must be block indices in [0, depth). Received: "
+                f"refiner_blocks={refiner_blocks}, depth={depth}"
+            )
 
         # === Layers ===
         self.stem = ConvStem(embed_dim, stem=stem, patch_size=patch_size, name="stem", dtype=dtype)
@@ -135,6 +150,10 @@ class SPViTBackbone(Backbone):
                 name="attn",
                 dtype=dtype,
             )
+            if i in refiner_blocks:
+                attention_kwargs["refiner"] = AttentionRefiner(
+                    refiner_expansion_ratio, refiner_kernel_size, name="refiner", dtype=dtype
+                )
             if i < spatial_prior_blocks:
                 attention = SpatialPriorAttention(grid_shape=grid_shape, **attention_kwargs)
             else:
@@ -193,6 +212,9 @@ class SPViTBackbone(Backbone):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.qkv_bias = qkv_bias
+        self.refiner_blocks = refiner_blocks
+        self.refiner_expansion_ratio = refiner_expansion_ratio
+        self.refiner_kernel_size = refiner_kernel_size
         self.layer_norm_epsilon = layer_norm_epsilon
         self.image_shape = image_shape
         self.grid_shape = grid_shape
@@ -214,6 +236,9 @@ class SPViTBackbone(Backbone):
                 "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout,
                 "qkv_bias": self.qkv_bias,
+                "refiner_blocks": self.refiner_blocks,
+                "refiner_expansion_ratio": self.refiner_expansion_ratio,
+                "refiner_kernel_size": self.refiner_kernel_size,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "image_shape": self.image_shape,
             }

@@ -6,7 +6,7 @@ import pytest
 
 import keras_spvit
 from keras_spvit.layers import SpatialPriorAttention
-from tests.conftest import BACKEND, to_numpy
+from tests.conftest import to_numpy
 
 SMALL = dict(
     embed_dim=32, depth=3, num_heads=2, spatial_prior_blocks=1, stem="patch",
@@ -49,46 +49,6 @@ def test_lvvit_position_embedding_covers_the_class_token():
     )
 
 
-def test_variable_batch_size():
-    model = small_model()
-    for batch in (1, 3):
-        assert model(images(batch)).shape == (batch, 5)
-
-
-def test_config_round_trip():
-    model = small_model()
-    clone = keras_spvit.SPViTImageClassifier.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    x = images()
-    np.testing.assert_array_equal(to_numpy(clone(x)), to_numpy(model(x)))
-    backbone = keras_spvit.SPViTBackbone.from_config(model.backbone.get_config())
-    assert backbone.get_config() == model.backbone.get_config()
-
-
-def test_keras_file_round_trip(tmp_path):
-    model = small_model(return_dense=True)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert isinstance(restored, keras_spvit.SPViTImageClassifier)
-    x = images()
-    expected, actual = model(x), restored(x)
-    for key in expected:
-        np.testing.assert_array_equal(to_numpy(actual[key]), to_numpy(expected[key]))
-
-
-def test_fit_updates_weights_and_learns():
-    model = small_model(drop_path_rate=0.1)
-    model.compile(optimizer=keras.optimizers.AdamW(3e-3))
-    x, y = images(8), np.arange(8) % 5
-    before = to_numpy(model.backbone.transformer_blocks[0].attention.w1_kernel)
-    history = model.fit(x, y, batch_size=4, epochs=4, verbose=0)
-    losses = history.history["loss"]
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    after = to_numpy(model.backbone.transformer_blocks[0].attention.w1_kernel)
-    assert not np.allclose(before, after)
-
-
 def test_fit_with_both_heads():
     model = small_model(return_dense=True)
 
@@ -109,20 +69,8 @@ def test_fit_with_both_heads():
     assert np.isfinite(history.history["loss"][0])
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="jit_compile is XLA on TensorFlow and JAX")
-def test_jit_compile_predict_and_train():
-    model = small_model()
-    x, y = images(4), np.arange(4)
-    eager = to_numpy(model(x))
-    model.compile(optimizer="adam", jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-5)
-    assert np.all(np.isfinite(model.train_on_batch(x, y)))
-
-
-def test_mixed_bfloat16_keeps_sensitive_parts_in_float32():
-    reference = small_model()
+def test_mixed_bfloat16_keeps_the_prior_in_float32():
     model = small_model(dtype="mixed_bfloat16")
-    model.set_weights(reference.get_weights())
     block = model.backbone.transformer_blocks[0]
     assert block.attention.compute_dtype == "bfloat16"
     assert block.norm1.compute_dtype == "bfloat16" and not block.norm1.autocast
@@ -131,13 +79,6 @@ def test_mixed_bfloat16_keeps_sensitive_parts_in_float32():
     tokens = keras.ops.zeros((1, 15, 32), "bfloat16")
     _, weights = block.attention(tokens, return_attention_scores=True)
     assert dtype(weights.dtype) == "float32"
-    x = images()
-    logits = model(x)
-    assert dtype(logits.dtype) == "float32"
-    expected = to_numpy(reference(x))
-    assert np.abs(to_numpy(logits) - expected).max() < 0.1 * np.abs(expected).max()
-    model.compile(optimizer="adam")
-    assert np.all(np.isfinite(model.train_on_batch(x, np.arange(2))))
 
 
 @pytest.mark.parametrize(

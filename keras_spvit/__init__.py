@@ -29,3 +29,15 @@ from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
     RefinedViTImageClassifier,
 )
 from keras_spvit.models.token_labeling_image_classifier import TokenLabelingImageClassifier
+from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
+from keras_spvit.models.psvit.psvit_builders import (
+    PSViT,
+    PSViT_1D_Tiny,
+    PSViT_2D_Small,
+    PSViT_2D_Tiny,
+    PSViT_Tiny_CPU,
+    PlainViT_Small,
+    PlainViT_Tiny,
+)
+from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
+from keras_spvit.utils.flops import count_macs

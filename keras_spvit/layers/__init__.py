@@ -12,3 +12,4 @@ from keras_spvit.layers.token_labeling_head import TokenLabelingHead
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.layers.attention_refiner import AttentionRefiner
 from keras_spvit.layers.shared_attention import SharedAttention
+from keras_spvit.layers.token_pooling import TokenPooling

@@ -79,6 +79,13 @@ class SharedAttention(keras.layers.Layer):
                 f"{self.name} has {self.num_heads} heads but received an attention "
                 f"map of shape {tuple(attention_map.shape)} (heads on axis 1)."
             )
+        tokens = inputs.shape[1]
+        if tokens is not None and attention_map.shape[-1] not in (None, tokens):
+            raise ValueError(
+                f"{self.name} received {tokens} tokens but an attention map over "
+                f"{attention_map.shape[-1]} tokens ({tuple(attention_map.shape)}): a map "
+                "can only be shared between layers with the same tokens."
+            )
         value = split_heads(self.v(inputs), self.num_heads)
         weights = attention_map
         if self.refiner is not None:

@@ -57,7 +57,9 @@ class TokenLabelingHead(keras.layers.Layer):
         self.head = keras.layers.Dense(self.num_classes, name="head", **dense)
         self.head.build((input_shape[0], input_shape[-1]))
         self.aux_head = keras.layers.Dense(self.num_classes, name="aux_head", **dense)
-        self.aux_head.build(input_shape)
+        tokens = input_shape[1]
+        patches = None if tokens is None else tokens - self.num_prefix_tokens
+        self.aux_head.build((input_shape[0], patches, input_shape[-1]))
 
     def call(self, inputs):
         class_logits = ops.cast(self.head(inputs[:, 0]), "float32")

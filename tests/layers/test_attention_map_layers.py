@@ -110,3 +110,26 @@ def test_refined_fresh_map_is_applied_but_the_raw_map_handed_on():
 def test_errors_name_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_shared_map_over_other_tokens_is_refused():
+    with pytest.raises(ValueError, match=r"received 5 tokens.*over 4 tokens"):
+        layers.SharedAttention(2)(np.zeros((1, 5, 8), "float32"), attention_map=maps((1, 2, 4, 4)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(shared_layers=[2]), "first layer of its stage"),
+        (dict(shared_layers=[9]), "does not exist"),
+        (dict(shared_layers=[1], class_token_block=1), "class token enters just before it"),
+        (dict(spatial_prior_layers=[1]), "before `class_token_block`"),
+        (dict(stage_heads=(2, 3)), r"stage_dims=\(32, 64\), stage_heads=\(2, 3\)"),
+        (dict(stage_dims=(32,)), "one value per stage"),
+    ],
+)
+def test_psvit_configuration_errors(kwargs, match):
+    config = dict(stage_depths=(2, 2), stage_dims=(32, 64), stage_heads=(2, 2),
+                  patch_size=8, image_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match=match):
+        keras_spvit.PSViT(**{**config, **kwargs})

@@ -53,6 +53,15 @@ LAYERS = {
         ),
         (2, 7, 16),
     ),
+    "TokenPooling_2d_conv_width": (
+        lambda d: layers.TokenPooling("2d", "conv", output_dim=24, grid_shape=(2, 3), dtype=d),
+        (2, 7, 16),
+    ),
+    "TokenPooling_1d_max": (lambda d: layers.TokenPooling("1d", "max", dtype=d), (2, 8, 16)),
+    "TokenPooling_2d_avg": (
+        lambda d: layers.TokenPooling("2d", "avg", num_prefix_tokens=0, dtype=d),
+        (2, 9, 16),
+    ),
 }
 # Layers that take the previous attention map: name -> (factory, shape, map shape).
 MAP_LAYERS = {

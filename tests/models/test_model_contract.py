@@ -20,6 +20,12 @@ FAMILIES = {
     "refined_vit": lambda **kw: keras_spvit.RefinedViT(
         embed_dim=32, depth=4, num_heads=2, **{**COMMON, **kw}
     ),
+    # Pooling after a spatial-prior block (whose successor in the next stage
+    # sees the 2 x 3 grid), refined sharing within stages.
+    "psvit": lambda **kw: keras_spvit.PSViT(
+        (2, 3), (32, 48), (2, 2), shared_layers=[1, 4], refine_shared=True,
+        spatial_prior_layers=[0, 2], class_token_block=3, **{**COMMON, **kw},
+    ),
     "spvit_refined": lambda **kw: keras_spvit.SPViT(
         embed_dim=32, depth=3, num_heads=2, spatial_prior_blocks=1, refiner_blocks=[0, 2],
         **{**COMMON, **kw},
@@ -125,10 +131,13 @@ def test_attention_maps_in_float32_under_bfloat16(family):
     model = build(family, dtype="mixed_bfloat16")
     block = model.backbone.transformer_blocks[1]
     tokens = keras.ops.zeros((1, 16, 32), "bfloat16")
+    if family == "psvit":
+        tokens = keras.ops.zeros((1, 15, 32), "bfloat16")
     extra = {}
     if getattr(block.attention, "requires_attention_map", False) or getattr(
         block.attention, "previous_map_scale", None
     ) is not None:
-        extra["attention_map"] = keras.ops.full((1, 2, 16, 16), 1 / 16, "float32")
+        n = tokens.shape[1]
+        extra["attention_map"] = keras.ops.full((1, 2, n, n), 1 / n, "float32")
     *_, weights = block.attention(tokens, return_attention_scores=True, **extra)
     assert keras.backend.standardize_dtype(weights.dtype) == "float32"

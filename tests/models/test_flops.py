@@ -1,0 +1,59 @@
+"""The MAC counter against published figures, and PSViT's cost targets.
+
+Published: LV-ViT-S 6.56 GMACs and Refiner-ViT-S 6.82 GMACs (their specs),
+DeiT-Tiny 1.26 and DeiT-Small 4.6 GFLOPs (MACs) at 224 px. Our SP-ViT-S
+counts fewer MACs than the released 7.16 because its prior is evaluated on
+the 729 distinct offsets instead of all 38,416 token pairs.
+"""
+
+import pytest
+
+import keras_spvit
+from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
+from keras_spvit.models.psvit.psvit_variants import PSVIT_VARIANTS
+from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
+from tests.conftest import BACKEND
+
+pytestmark = [
+    pytest.mark.large,
+    pytest.mark.skipif(BACKEND != "tensorflow", reason="shapes only; built once"),
+]
+
+
+def backbone_gmacs(backbone_cls, arch):
+    return keras_spvit.count_macs(backbone_cls(**arch)) / 1e9
+
+
+@pytest.mark.parametrize(
+    "builder, published",
+    [
+        (keras_spvit.LVViT_S, 6.56),  # with the token-labeling aux head, as published
+        (keras_spvit.RefinedViT_S, 6.82),
+        (keras_spvit.PlainViT_Tiny, 1.26),
+        (keras_spvit.PlainViT_Small, 4.6),
+    ],
+)
+def test_counter_matches_published_figures(builder, published):
+    assert keras_spvit.count_macs(builder()) / 1e9 == pytest.approx(published, rel=0.01)
+
+
+def test_spatial_prior_costs_almost_nothing_over_lvvit():
+    spvit = backbone_gmacs(SPViTBackbone, SPVIT_VARIANTS["spvit_s"]["arch"])
+    lvvit = backbone_gmacs(SPViTBackbone, SPVIT_VARIANTS["lvvit_s"]["arch"])
+    assert spvit == pytest.approx(lvvit, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "variant, baseline",
+    [
+        ("psvit_2d_tiny", "plain_vit_tiny"),
+        ("psvit_1d_tiny", "plain_vit_tiny"),
+        ("psvit_2d_small", "plain_vit_small"),
+    ],
+)
+def test_psvit_variants_cost_what_their_deit_baselines_cost(variant, baseline):
+    ours = backbone_gmacs(PSViTBackbone, PSVIT_VARIANTS[variant]["arch"])
+    assert ours == pytest.approx(PSVIT_VARIANTS[variant]["info"]["gmacs"], abs=0.005)
+    reference = backbone_gmacs(PSViTBackbone, PSVIT_VARIANTS[baseline]["arch"])
+    assert 0.9 * reference <= ours <= 1.02 * reference

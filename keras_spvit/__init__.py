@@ -16,6 +16,7 @@ from keras_spvit.models.spvit.spvit_builders import (
     SPViT_Tiny,
 )
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
+from keras_spvit.search import search
 from keras_spvit.version import __version__
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 from keras_spvit.models.refined_vit.refined_vit_builders import (

@@ -13,3 +13,19 @@ from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.layers.attention_refiner import AttentionRefiner
 from keras_spvit.layers.shared_attention import SharedAttention
 from keras_spvit.layers.token_pooling import TokenPooling
+
+__all__ = [
+    "AttentionRefiner",
+    "ClassToken",
+    "ConvStem",
+    "DropPath",
+    "MLP",
+    "MultiHeadSelfAttention",
+    "PosCNN",
+    "PositionEmbedding",
+    "SharedAttention",
+    "SpatialPriorAttention",
+    "TokenLabelingHead",
+    "TokenPooling",
+    "TransformerBlock",
+]

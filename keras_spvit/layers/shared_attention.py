@@ -1,5 +1,4 @@
 import keras
-from keras import ops
 
 from keras_spvit.layers.initializers import dense_kwargs
 from keras_spvit.layers.multi_head_self_attention import (

@@ -1,6 +1,16 @@
 """Named model builders from variant tables, shared by every family."""
 
 
+CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
+
+
+def assemble(backbone_cls, classifier_cls, num_classes, name, **kwargs):
+    """Backbone from `kwargs`, classifier around it from the classifier's own."""
+    classifier_kwargs = {k: kwargs.pop(k) for k in CLASSIFIER_ARGS if k in kwargs}
+    backbone = backbone_cls(**kwargs)
+    return classifier_cls(backbone, num_classes, name=name, **classifier_kwargs)
+
+
 def build_from_table(generic, variants, variant, **overrides):
     """Calls `generic` with the variant's architecture, any argument overridden."""
     if variant not in variants:

@@ -64,3 +64,16 @@ def check_one_of(value, choices, name):
             f"Expected `{name}` to be one of {sorted(choices)}. Received: {name}={value!r}"
         )
     return value
+
+
+def check_transformer_dims(embed_dim, depth, num_heads):
+    """Validates a transformer's width, depth and heads; returns them as ints."""
+    embed_dim = check_positive_int(embed_dim, "embed_dim")
+    depth = check_positive_int(depth, "depth")
+    num_heads = check_positive_int(num_heads, "num_heads")
+    if embed_dim % num_heads:
+        raise ValueError(
+            "`embed_dim` must be divisible by `num_heads`. Received: "
+            f"embed_dim={embed_dim}, num_heads={num_heads}"
+        )
+    return embed_dim, depth, num_heads

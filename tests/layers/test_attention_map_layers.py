@@ -1,6 +1,5 @@
 """Refiner and attention-map passing: what each computes, and their errors."""
 
-import keras
 import numpy as np
 import pytest
 

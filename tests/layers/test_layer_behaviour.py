@@ -1,6 +1,5 @@
 """What each layer computes, checked against plain numpy or an equivalent layer."""
 
-import keras
 import numpy as np
 import pytest
 

@@ -1,11 +1,9 @@
 """Model builders of the PSViT family (a reconstruction; see `PSViTBackbone`)."""
 
-from keras_spvit.models.builders import variant_builder
+from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
 from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
 from keras_spvit.models.psvit.psvit_variants import PSVIT_VARIANTS
-
-_CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 
 
 def PSViT(
@@ -42,12 +40,19 @@ def PSViT(
     >>> model = PSViT((2, 2), (32, 64), (1, 2), shared_layers=[1, 3],
     ...               patch_size=8, num_classes=10, image_shape=(32, 32, 3))
     """
-    classifier_kwargs = {k: kwargs.pop(k) for k in _CLASSIFIER_ARGS if k in kwargs}
-    backbone = PSViTBackbone(
-        stage_depths, stage_dims, stage_heads, pooling_mode=pooling_mode,
-        shared_layers=shared_layers, image_shape=image_shape, **kwargs,
+    return assemble(
+        PSViTBackbone,
+        PSViTImageClassifier,
+        num_classes,
+        name,
+        stage_depths=stage_depths,
+        stage_dims=stage_dims,
+        stage_heads=stage_heads,
+        pooling_mode=pooling_mode,
+        shared_layers=shared_layers,
+        image_shape=image_shape,
+        **kwargs,
     )
-    return PSViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
 
 
 def _named(variant, name, summary):

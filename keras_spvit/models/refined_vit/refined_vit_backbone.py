@@ -10,7 +10,11 @@ from keras_spvit.layers.position_embedding import PositionEmbedding
 from keras_spvit.layers.shared_attention import SharedAttention
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.spvit.spvit_backbone import check_image_shape
-from keras_spvit.utils.validation import check_positive_float, check_positive_int, check_rate
+from keras_spvit.utils.validation import (
+    check_positive_float,
+    check_rate,
+    check_transformer_dims,
+)
 
 LAYER_NORM_EPSILON = 1e-6  # Refiner's (LV-ViT / SP-ViT use 1e-5)
 
@@ -86,14 +90,7 @@ class RefinedViTBackbone(Backbone):
         dtype=None,
         **kwargs,
     ):
-        embed_dim = check_positive_int(embed_dim, "embed_dim")
-        depth = check_positive_int(depth, "depth")
-        num_heads = check_positive_int(num_heads, "num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(
-                "`embed_dim` must be divisible by `num_heads`. Received: "
-                f"embed_dim={embed_dim}, num_heads={num_heads}"
-            )
+        embed_dim, depth, num_heads = check_transformer_dims(embed_dim, depth, num_heads)
         if refiner_blocks is None:
             refiner_blocks = list(range(1, depth, 2))
         refiner_blocks = sorted({int(i) for i in refiner_blocks})

@@ -1,13 +1,11 @@
 """Model builders of the Refined-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.builders import variant_builder
+from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
     RefinedViTImageClassifier,
 )
 from keras_spvit.models.refined_vit.refined_vit_variants import REFINED_VIT_VARIANTS
-
-_CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 
 
 def RefinedViT(
@@ -45,8 +43,11 @@ def RefinedViT(
     >>> model = RefinedViT(embed_dim=64, depth=4, num_heads=4, num_classes=10,
     ...                    image_shape=(64, 64, 3))
     """
-    classifier_kwargs = {k: kwargs.pop(k) for k in _CLASSIFIER_ARGS if k in kwargs}
-    backbone = RefinedViTBackbone(
+    return assemble(
+        RefinedViTBackbone,
+        RefinedViTImageClassifier,
+        num_classes,
+        name,
         embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads,
@@ -55,7 +56,6 @@ def RefinedViT(
         drop_path_rate=drop_path_rate,
         **kwargs,
     )
-    return RefinedViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
 
 
 def _named(variant, name, summary):

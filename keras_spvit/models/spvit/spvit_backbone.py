@@ -12,9 +12,8 @@ from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
 from keras_spvit.utils.validation import (
     check_non_negative_int,
-    check_positive_float,
-    check_positive_int,
     check_rate,
+    check_transformer_dims,
 )
 
 
@@ -96,14 +95,7 @@ class SPViTBackbone(Backbone):
         dtype=None,
         **kwargs,
     ):
-        embed_dim = check_positive_int(embed_dim, "embed_dim")
-        depth = check_positive_int(depth, "depth")
-        num_heads = check_positive_int(num_heads, "num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(
-                "`embed_dim` must be divisible by `num_heads`. Received: "
-                f"embed_dim={embed_dim}, num_heads={num_heads}"
-            )
+        embed_dim, depth, num_heads = check_transformer_dims(embed_dim, depth, num_heads)
         spatial_prior_blocks = check_non_negative_int(
             spatial_prior_blocks, "spatial_prior_blocks"
         )

@@ -1,11 +1,9 @@
 """Model builders of the SP-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.builders import variant_builder
+from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
 from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
-
-_CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 
 
 def SPViT(
@@ -49,8 +47,11 @@ def SPViT(
     >>> model = SPViT(embed_dim=64, depth=4, num_heads=2, spatial_prior_blocks=2,
     ...               num_classes=10, image_shape=(64, 64, 3))
     """
-    classifier_kwargs = {k: kwargs.pop(k) for k in _CLASSIFIER_ARGS if k in kwargs}
-    backbone = SPViTBackbone(
+    return assemble(
+        SPViTBackbone,
+        SPViTImageClassifier,
+        num_classes,
+        name,
         embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads,
@@ -62,7 +63,6 @@ def SPViT(
         drop_path_rate=drop_path_rate,
         **kwargs,
     )
-    return SPViTImageClassifier(backbone, num_classes, name=name, **classifier_kwargs)
 
 
 def _named(variant, name, summary):

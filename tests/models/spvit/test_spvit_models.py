@@ -6,7 +6,6 @@ import pytest
 
 import keras_spvit
 from keras_spvit.layers import SpatialPriorAttention
-from tests.conftest import to_numpy
 
 SMALL = dict(
     embed_dim=32, depth=3, num_heads=2, spatial_prior_blocks=1, stem="patch",

@@ -150,6 +150,14 @@ def search(
     else:
         engine = keras_tuner.RandomSearch(build, max_trials=max_trials, **common)
     engine.search(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose)
+    trials = list(engine.oracle.trials.values())
+    scored = [t for t in trials if t.status == "COMPLETED" and t.score is not None]
+    if not scored:
+        reasons = {str(t.message).strip().splitlines()[-1] for t in trials if t.message}
+        raise RuntimeError(
+            f"All {len(trials)} search trials failed; no configuration was scored. "
+            f"Reasons: {sorted(reasons) or 'unknown'}"
+        )
     best_hp = engine.get_best_hyperparameters(1)[0]
     best = config_from_hyperparameters(best_hp, depth, num_stages, min_stage_depth, fixed)
     return best, engine

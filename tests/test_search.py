@@ -30,7 +30,9 @@ def test_search_returns_a_builder_ready_config(tmp_path):
         stage_dims=(16, 24), stage_heads=(2, 2), image_shape=(16, 16, 3), patch_size=4,
         max_trials=2, epochs=1, directory=str(tmp_path), seed=1,
     )
-    assert len(tuner.oracle.trials) == 2
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2
+    assert all(t.status == "COMPLETED" and 0.0 <= t.score <= 1.0 for t in trials)
     assert sum(best["stage_depths"]) == 4 and len(best["stage_depths"]) == 2
     model = keras_spvit.PSViT(**best, num_classes=2)
     assert model(np.zeros((1, 16, 16, 3), "float32")).shape == (1, 2)
@@ -41,3 +43,15 @@ def test_search_returns_a_builder_ready_config(tmp_path):
 def test_search_needs_per_stage_widths():
     with pytest.raises(ValueError, match="stage_dims"):
         keras_spvit.search(None, None, num_classes=2, stage_heads=(1, 1, 1))
+
+
+def test_search_that_only_fails_says_why(tmp_path):
+    bad = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 16, 16, 1), "float32"), np.zeros(4, "int64"))
+    ).batch(2)
+    with pytest.raises(RuntimeError, match="All 1 search trials failed"):
+        keras_spvit.search(
+            bad, bad, num_classes=2, depth=2, num_stages=1, stage_dims=(16,),
+            stage_heads=(2,), image_shape=(16, 16, 3), patch_size=4, max_trials=1,
+            directory=str(tmp_path),
+        )

@@ -1,0 +1,3 @@
+"""tf.data input pipelines."""
+
+from keras_spvit.data.digits import digits_dataset, load_digits

@@ -6,6 +6,7 @@ import pytest
 
 import keras_spvit
 from keras_spvit.layers import SpatialPriorAttention
+from tests.conftest import to_numpy
 
 SMALL = dict(
     embed_dim=32, depth=3, num_heads=2, spatial_prior_blocks=1, stem="patch",
@@ -116,3 +117,15 @@ def test_named_builders_follow_the_variant_table():
     assert keras_spvit.SPViT_Tiny.__name__ == "SPViT_Tiny" and "Args:" in keras_spvit.SPViT_Tiny.__doc__
     baseline = keras_spvit.LVViT_Tiny(num_classes=10, image_shape=(48, 32, 3))
     assert baseline.backbone.grid_shape == (12, 8)
+
+
+def test_odd_grid_with_class_token_keeps_the_class_token_off_the_grid():
+    # The released code guesses "class token present" from the token count's
+    # parity and breaks on 7 x 7; ours is told.
+    model = keras_spvit.SPViT_Tiny(num_classes=3, image_shape=(28, 28, 3))
+    backbone = model.backbone
+    assert backbone.grid_shape == (7, 7)
+    pos_cnn = backbone.pos_cnns[-1]
+    tokens = np.random.default_rng(0).normal(size=(2, 50, 64)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(pos_cnn(tokens))[:, 0], tokens[:, 0])
+    assert model(images(shape=(28, 28, 3))).shape == (2, 3)

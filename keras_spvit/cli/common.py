@@ -58,7 +58,6 @@ def parse_overrides(pairs):
     return out
 
 
-PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def add_data_arguments(parser, split_default):

@@ -4,7 +4,8 @@ import os
 
 
 def add_parser(subparsers):
-    from keras_spvit.cli.common import PRECISIONS, add_data_arguments
+    from keras_spvit.cli.common import add_data_arguments
+    from keras_spvit.training.hardware import PRECISIONS
 
     parser = subparsers.add_parser(
         "train",
@@ -29,9 +30,12 @@ def add_parser(subparsers):
                         help="override a recipe field, e.g. --set mixup_alpha=0.8 (repeatable)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="float32")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                        help="auto (default): bf16 on GPUs/TPUs with bfloat16 units, "
+                        "float32 on CPUs")
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
-                        help="XLA compilation (default: auto)")
+                        help="XLA compilation (default auto: on for TensorFlow and JAX, also "
+                        "under multi-GPU strategies; off on torch)")
     parser.add_argument("--distribute", choices=("none", "auto", "mirrored", "multi_worker"),
                         default="auto", help="data parallel engine (default: auto)")
     parser.add_argument("--save-every", type=int, default=None,
@@ -93,8 +97,8 @@ def with_mix_token(dataset, model, num_classes, image_size, seed):
     return dataset.map(mix)
 
 
-def build_model(args, num_classes, image_size, recipe):
-    from keras_spvit.cli.common import PRECISIONS, get_builder, parse_json_dict
+def build_model(args, num_classes, image_size, recipe, dtype="float32"):
+    from keras_spvit.cli.common import get_builder, parse_json_dict
 
     kwargs = parse_json_dict(args.model_args, "--model-args")
     if image_size is not None:
@@ -103,8 +107,8 @@ def build_model(args, num_classes, image_size, recipe):
         kwargs.setdefault("drop_path_rate", recipe.drop_path_rate)
     if recipe.token_label_weight is not None:
         kwargs.setdefault("return_dense", True)
-    if args.precision != "float32":
-        kwargs.setdefault("dtype", PRECISIONS[args.precision])
+    if dtype != "float32":
+        kwargs.setdefault("dtype", dtype)
     if getattr(args, "weights", None):
         kwargs["weights"] = args.weights
     return get_builder(args.model)(num_classes=num_classes, **kwargs)
@@ -115,7 +119,9 @@ def run(args):
 
     from keras_spvit.cli.common import parse_overrides, pipeline_options, write_json
     from keras_spvit.data.sources import parse_source, source_dataset, source_info
-    from keras_spvit.training import data_parallel, fit, get_recipe
+    from keras_spvit.training import data_parallel, distribute_input, fit, get_recipe
+    from keras_spvit.training.trainer import for_model
+    from keras_spvit.training.hardware import resolve_jit, resolve_precision
 
     recipe = get_recipe(args.recipe, **parse_overrides(args.overrides))
     finished = os.path.join(args.out, "summary.json")
@@ -132,46 +138,57 @@ def run(args):
     info = source_info(args.data, args.data_dir)
     num_classes = args.num_classes or info["num_classes"]
     options = pipeline_options(args)
+    dtype = resolve_precision(args.precision)
     with data_parallel(args.distribute) as replicas:
-        model = build_model(args, num_classes, args.image_size, recipe)
+        jit = resolve_jit(args.jit, replicas)
+        model = build_model(args, num_classes, args.image_size, recipe, dtype)
         image_size = args.image_size or model.input_shape[1]
-        train, _ = source_dataset(
-            args.data, args.split, image_size=image_size, batch_size=args.batch_size,
-            training=True, augment=train_augment(recipe, args.seed), num_classes=num_classes,
-            seed=args.seed, data_dir=args.data_dir, **options,
-        )
+        augment = train_augment(recipe, args.seed)
+
+        def train_fn(input_context=None):
+            # Called once per worker under multi-worker training: each worker
+            # reads and decodes only its share of the shuffled file list.
+            train, _ = source_dataset(
+                args.data, args.split, image_size=image_size, batch_size=args.batch_size,
+                training=True, augment=augment, num_classes=num_classes, seed=args.seed,
+                data_dir=args.data_dir, input_context=input_context, **options,
+            )
+            if recipe.mix_token and getattr(model, "return_dense", False):
+                train = with_mix_token(train, model, num_classes, image_size, args.seed)
+            return for_model(train, model)
+
+        train = distribute_input(train_fn)
         val = None
         if val_source:
             val, _ = source_dataset(
                 val_source, val_split, image_size=image_size, batch_size=args.batch_size,
                 training=False, num_classes=num_classes, data_dir=args.data_dir, **options,
             )
-        if recipe.mix_token and getattr(model, "return_dense", False):
-            train = with_mix_token(train, model, num_classes, image_size, args.seed)
         write_json(os.path.join(args.out, "train_config.json"),
                    {**vars(args), "run": None, "recipe": recipe.to_dict(),
                     "num_classes": num_classes, "image_size": image_size,
-                    "replicas": replicas, "backend": keras.backend.backend()})
+                    "replicas": replicas, "backend": keras.backend.backend(),
+                    "dtype_policy": dtype, "jit_compile": jit})
         if info.get("class_names"):
             write_json(os.path.join(args.out, "class_names.json"), info["class_names"])
-        jit = {"auto": "auto", "on": True, "off": False}[args.jit]
         summary = fit(
             model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
             epochs=args.epochs, save_freq=args.save_every or "epoch", jit_compile=jit,
             verbose="auto" if args.verbose is None else args.verbose,
         )
-    print_summary(summary, replicas)
+    print_summary(summary, replicas, dtype, jit)
     return 0
 
 
-def print_summary(summary, replicas=1):
+def print_summary(summary, replicas=1, dtype="float32", jit=False):
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
     ips = summary.get("images_per_second")
     print(
         f"\nDone: {summary['model']} ({summary['recipe']}, {summary['epochs']} epochs, "
-        f"{replicas} device{'s' if replicas != 1 else ''}) in {summary['seconds']:.0f} s\n"
+        f"{replicas} device{'s' if replicas != 1 else ''}, {dtype}, XLA {'on' if jit else 'off'}) "
+        f"in {summary['seconds']:.0f} s\n"
         f"  train accuracy  {pct(summary['train_accuracy'])}\n"
         f"  val accuracy    {pct(summary['val_accuracy'])}\n"
         f"  images/s        {'n/a' if ips is None else f'{ips:.1f}'} (training)\n"

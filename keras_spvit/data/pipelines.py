@@ -30,18 +30,33 @@ the batch-level map runs sequentially, so MixUp / CutMix are reproducible
 too, while per-example Keras layers in the parallel map are reproducible
 only with `num_parallel_calls=1`.
 
-Distribution: Keras `fit` distributes a `tf.data.Dataset` itself: under a
-`tf.distribute` strategy (`MirroredStrategy`, `MultiWorkerMirroredStrategy`)
-it calls `experimental_distribute_dataset`, which splits each global batch
-across replicas and, across workers, shards by the `auto_shard_policy` set
-here (`FILE` for TFDS splits stored in several files, `DATA` for arrays and
-image folders); under `keras.distribution.DataParallel` (JAX) Keras rebatches
-and shards per process. So give these functions the global batch size and do
-not shard. For custom loops with `strategy.distribute_datasets_from_function`,
-pass its `tf.distribute.InputContext` as `input_context`: the source is then
-sharded (files for TFDS and image folders, examples for arrays), each
-pipeline batches `input_context.get_per_replica_batch_size(batch_size)` and
-gets its own seeds, and auto-sharding is turned off.
+Distribution: given a plain dataset, Keras `fit` distributes it itself:
+under a `tf.distribute` strategy it calls `experimental_distribute_dataset`,
+which splits each global batch across replicas and, across workers, shards
+by the `auto_shard_policy` set here (`FILE` for TFDS splits stored in several
+files, `DATA` for arrays and image folders: every worker then reads and
+decodes every image and keeps its share of the batches); under
+`keras.distribution.DataParallel` (JAX) Keras rebatches and shards per
+process the same way. That is what happens without `input_context`: give
+the global batch size and do not shard.
+
+To make each worker read and decode only its share, pass a
+`tf.distribute.InputContext` (`keras_spvit.training.distribution.distribute_input`
+does it for you: through `strategy.distribute_datasets_from_function` under
+`MultiWorkerMirroredStrategy`, from `jax.process_index()` /
+`jax.process_count()` under multi-process JAX). Image folders and arrays then
+shuffle the whole (cheap) list of paths or indices with the same per-epoch
+order and the same per-example seeds in every input pipeline, cut it into
+the single-worker global batches, and give pipeline `w` of `n` the elements
+`w, w + n, w + 2n, ...` of each; only then are images read, decoded and
+augmented. Each pipeline batches `input_context.get_per_replica_batch_size(
+batch_size)` and auto-sharding is off, so the union of the pipelines' batches
+at step `k` is exactly the single-worker global batch `k`. (MixUp / CutMix mix
+within each pipeline's batch, with its own seeds. With `cache`, every worker
+caches the whole source, decoding each image once in its first epoch.) TFDS
+splits are sharded by file instead (`tfds.ReadConfig(input_context=...)`),
+each pipeline shuffling its own files. Evaluation pipelines shard the source
+in order.
 """
 
 import os
@@ -142,6 +157,7 @@ def classification_pipeline(
     std=IMAGENET_STD,
     shard_policy="data",
     input_context=None,
+    presharded=False,
     num_parallel_calls=tf.data.AUTOTUNE,
 ):
     """The pipeline shared by every source: augment or evaluate, batch, prefetch.
@@ -150,8 +166,8 @@ def classification_pipeline(
         dataset: a `tf.data.Dataset` of `(x, label)` pairs: `x` an image
             `(height, width, 1|3|4)` (`uint8`, or float in [0, 1]) or, with
             `decode`, whatever `decode` turns into one (a path, encoded bytes).
-            With `input_context`, shard it yourself first (the TFDS, folder and
-            array functions do).
+            With `input_context`, give the whole source (it is sharded
+            here, see `presharded`).
         image_size: int or `(height, width)`. Output size.
         batch_size: int. The global batch size (see `input_context`).
         training: bool. Random augmentation, shuffling and
@@ -176,10 +192,16 @@ def classification_pipeline(
         shard_policy: `"data"`, `"file"`, `"auto"` or `"off"`: the
             `tf.data.Options().experimental_distribute.auto_shard_policy` used
             when a strategy distributes the dataset over several workers.
-        input_context: optional `tf.distribute.InputContext` (custom loops with
-            `distribute_datasets_from_function`): batches the per-replica
-            batch size, varies the seeds per input pipeline, and turns
+        input_context: optional `tf.distribute.InputContext` (from
+            `distribute_datasets_from_function`, or built for a JAX process):
+            this pipeline batches the per-replica batch size, keeps only its
+            share of the source (see the module docstring) and turns
             auto-sharding off.
+        presharded: bool. With `input_context`: `dataset` is already this
+            pipeline's shard (TFDS shards by file), shuffled and seeded per
+            pipeline. Default `False`: `dataset` is the whole source, shuffled
+            identically in every pipeline and sharded after the shuffle, before
+            decoding.
         num_parallel_calls: parallelism of the per-example map.
 
     Returns:
@@ -226,11 +248,13 @@ def classification_pipeline(
             f"Received: shuffle_buffer={shuffle_buffer!r}"
         )
     seed = _resolve_seed(seed)
-    pipeline_id = 0
+    pipeline_id, num_pipelines, global_batch = 0, 1, batch_size
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         pipeline_id = input_context.input_pipeline_id
+        num_pipelines = input_context.num_input_pipelines
         shard_policy = "off"
+    share = num_pipelines > 1 and not presharded
 
     def prepare(x, label):
         image = decode(x) if decode is not None else x
@@ -249,7 +273,10 @@ def classification_pipeline(
             return normalize(image, mean, std), label
 
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = _with_seeds(dataset, seed, pipeline_id, salt=0)
+        # Shared: every pipeline draws the single-worker seeds, then keeps its share.
+        dataset = _with_seeds(dataset, seed, 0 if share else pipeline_id, salt=0)
+        if share:
+            dataset = _worker_share(dataset, global_batch, num_pipelines, pipeline_id)
         dataset = dataset.map(train_example, num_parallel_calls=num_parallel_calls)
     else:
 
@@ -257,6 +284,8 @@ def classification_pipeline(
             image, label = prepare(x, label)
             return eval_transform(image, image_size, crop_pct, interpolation, mean, std), label
 
+        if share:
+            dataset = dataset.shard(num_pipelines, pipeline_id)
         dataset = _cache(dataset.map(eval_example, num_parallel_calls=num_parallel_calls), cache)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
@@ -284,10 +313,19 @@ def classification_pipeline(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _shard(dataset, input_context):
-    if input_context is None:
-        return dataset
-    return dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+def _worker_share(dataset, global_batch, num_workers, worker):
+    """Worker `worker`'s elements `worker, worker + num_workers, ...` of each
+    full global batch of `dataset` (the partial last batch is dropped, as one
+    worker's `drop_remainder=True` does), in order."""
+    batches = dataset.batch(global_batch, drop_remainder=True)
+    share = batches.map(lambda *batch: tuple(t[worker::num_workers] for t in batch)).unbatch()
+    if tf.executing_eagerly():
+        count = int(batches.cardinality())
+        if count >= 0:  # `unbatch` forgets the length; Keras `fit` counts steps with it.
+            share = share.apply(
+                tf.data.experimental.assert_cardinality(count * (global_batch // num_workers))
+            )
+    return share
 
 
 # === Sources ===
@@ -396,6 +434,7 @@ def tfds_dataset(
         decode=decode,
         seed=seed,
         input_context=input_context,
+        presharded=True,
         **{"shard_policy": "file" if num_files > 1 else "data", **options},
     )
     dataset.class_names = class_names
@@ -494,10 +533,15 @@ def image_folder_dataset(
     RGB). The shuffle runs over file paths, then images are read and decoded
     in the parallel map.
 
-    The auto-shard policy is `DATA`: reading with `tf.io.read_file` is not a
-    file-dataset source that `FILE` sharding can split, so with several workers
-    each worker reads every image and keeps its share of batches. A custom loop
-    passing `input_context` shards the file list instead.
+    Without `input_context` the auto-shard policy is `DATA`: reading with
+    `tf.io.read_file` is not a file-dataset source that `FILE` sharding can
+    split, so a strategy distributing this dataset over several workers has
+    each of them read every image and keep its share of the batches. With
+    `input_context` (see
+    `keras_spvit.training.distribution.distribute_input`) the shuffled
+    path list is sharded before reading: each worker reads and decodes only
+    its share, and the workers' batches at each step make up the
+    single-worker global batch.
 
     Args:
         root: path-like. The dataset root.
@@ -508,7 +552,8 @@ def image_folder_dataset(
         augment: optional `TrainAugment`.
         num_classes: int. Defaults to the number of classes.
         seed: int. Seeds the shuffle and the augmentation.
-        input_context: optional `tf.distribute.InputContext`.
+        input_context: optional `tf.distribute.InputContext`: read only this
+            input pipeline's share, batched per replica.
         shuffle_buffer: int. Defaults to the number of images (paths are cheap).
         **options: other `classification_pipeline` arguments.
 
@@ -524,7 +569,7 @@ def image_folder_dataset(
     >>> val.class_names[:2]
     """
     paths, labels, class_names = list_image_folder(root, class_names)
-    dataset = _shard(tf.data.Dataset.from_tensor_slices((paths, labels)), input_context)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = classification_pipeline(
         dataset,
         image_size=image_size,
@@ -572,13 +617,15 @@ def array_dataset(
         augment: optional `TrainAugment`.
         num_classes: int. Needed for one-hot labels; checked against `labels`.
         seed: int. Seeds the shuffle and the augmentation.
-        input_context: optional `tf.distribute.InputContext` (shards examples).
+        input_context: optional `tf.distribute.InputContext`: augment only
+            this input pipeline's share of the shuffled examples, batched per
+            replica.
         shuffle_buffer: int. Defaults to the number of examples.
         **options: other `classification_pipeline` arguments.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches; auto-shard policy
-        `DATA`.
+        `DATA` (`OFF` with `input_context`).
 
     Example:
 
@@ -624,7 +671,7 @@ def array_dataset(
         )
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
     return classification_pipeline(
-        _shard(dataset, input_context),
+        dataset,
         image_size=image_size,
         batch_size=batch_size,
         training=training,

@@ -1,7 +1,7 @@
 """Training: recipes, optimizer, schedules, losses, callbacks, data parallelism."""
 
 from keras_spvit.training.callbacks import Throughput
-from keras_spvit.training.distribution import data_parallel
+from keras_spvit.training.distribution import data_parallel, distribute_input
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
     ParamGroupAdamW,
@@ -21,6 +21,7 @@ __all__ = [
     "TokenLabelCrossEntropy",
     "compile_for_training",
     "data_parallel",
+    "distribute_input",
     "fit",
     "get_recipe",
     "layer_decay_multipliers",

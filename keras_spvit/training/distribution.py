@@ -9,6 +9,14 @@
   JAX: call `keras.distribution.initialize()` first on every host).
 - PyTorch: Keras has no multi-device engine for the torch backend; asking for
   more than one device raises.
+
+Input across workers: build the training data with `distribute_input`, so
+each worker (TF) or process (JAX) reads and decodes only its share of the
+images while every step still trains on the single-worker global batch.
+Without it, Keras shards a global `tf.data` pipeline itself and every worker
+decodes every image. `data_parallel("multi_worker")` on JAX creates its
+`DataParallel` with `auto_shard_dataset=False` for that reason: give it
+datasets from `distribute_input` (or shard per process yourself).
 """
 
 import contextlib
@@ -95,7 +103,12 @@ def data_parallel(mode="auto"):
             yield 1
             return
         previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        # Multi-process input comes pre-sharded per process from `distribute_input`.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(
+                devices=devices, auto_shard_dataset=mode != "multi_worker"
+            )
+        )
         try:
             yield len(devices)
         finally:
@@ -107,3 +120,96 @@ def data_parallel(mode="auto"):
             f"no multi-device engine for KERAS_BACKEND={backend!r}."
         )
     yield 1
+
+
+def _tf_num_workers(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
+
+
+def local_replicas(strategy):
+    """Replicas of a `tf.distribute` strategy on this worker."""
+    return max(1, strategy.num_replicas_in_sync // _tf_num_workers(strategy))
+
+
+def distribute_input(dataset_fn):
+    """The training input for `fit`, read by each worker only for its share.
+
+    `dataset_fn` builds the pipeline from a `tf.distribute.InputContext` (or
+    `None`) passed as `input_context=`, as `image_folder_dataset`, `array_dataset` and `tfds_dataset`
+    (and `source_dataset`) do with their `input_context` argument, given the
+    GLOBAL batch size:
+
+    - TensorFlow, `MultiWorkerMirroredStrategy` over several workers (call this
+      inside its scope): `strategy.distribute_datasets_from_function(dataset_fn)`,
+      a distributed dataset that `model.fit` consumes as it is (no second
+      sharding or rebatching). Each worker's pipeline batches the per-replica
+      batch size and reads only its share of the shuffled file list.
+    - JAX with several processes (`keras.distribution.initialize()` and a
+      `DataParallel(..., auto_shard_dataset=False)`, as
+      `data_parallel("multi_worker")` sets): `dataset_fn` with the context of
+      process `jax.process_index()` of `jax.process_count()`: this process's
+      share at `global_batch // process_count` per batch, which Keras
+      assembles into the global batch across processes.
+    - Otherwise (one worker, `MirroredStrategy`, one JAX process, PyTorch):
+      `dataset_fn(input_context=None)`, the global pipeline, unchanged.
+
+    Args:
+        dataset_fn: function called as `dataset_fn(input_context=...)` once
+            per worker or process, returning a `tf.data.Dataset` at the
+            global batch size when `input_context` is `None`.
+
+    Returns:
+        A `tf.data.Dataset`, or a `tf.distribute.DistributedDataset` under
+        multi-worker TensorFlow (map the batches inside `dataset_fn`).
+
+    Example:
+
+    >>> import functools
+    >>> with data_parallel("multi_worker"):
+    ...     model = build_and_compile()
+    ...     train = distribute_input(functools.partial(
+    ...         image_folder_dataset, "imagenet/train", image_size=224,
+    ...         batch_size=1024, training=True, seed=0))
+    >>> model.fit(train, epochs=300)
+    """
+    if not callable(dataset_fn):
+        raise ValueError(
+            f"Expected `dataset_fn` to be a function of an input context. "
+            f"Received: dataset_fn={dataset_fn!r}"
+        )
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            strategy = tf.distribute.get_strategy()
+            if _tf_num_workers(strategy) > 1:
+                return strategy.distribute_datasets_from_function(
+                    lambda context: dataset_fn(input_context=context)
+                )
+        return dataset_fn(input_context=None)
+    if backend == "jax":
+        import jax
+
+        distribution = keras.distribution.distribution()
+        count = jax.process_count()
+        if distribution is not None and count > 1:
+            if getattr(distribution, "auto_shard_dataset", False):
+                raise ValueError(
+                    "distribute_input shards the input per process itself: create the "
+                    "distribution with auto_shard_dataset=False (data_parallel('multi_worker') "
+                    f"does). Received: {distribution!r} with auto_shard_dataset=True"
+                )
+            import tensorflow as tf
+
+            context = tf.distribute.InputContext(
+                num_input_pipelines=count,
+                input_pipeline_id=jax.process_index(),
+                num_replicas_in_sync=count,
+            )
+            return dataset_fn(input_context=context)
+    return dataset_fn(input_context=None)

@@ -20,6 +20,7 @@ import time
 import keras
 
 from keras_spvit.training.callbacks import Throughput
+from keras_spvit.training.distribution import local_replicas
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
     ParamGroupAdamW,
@@ -58,6 +59,8 @@ def for_model(dataset, model):
     targets `model` trains on."""
 
     def to_targets(images, y):
+        if isinstance(y, dict) and "labels" not in y:
+            return images, y  # already the model's targets
         if isinstance(y, dict):
             labels = y["labels"]
             if returns_dense(model):
@@ -66,6 +69,14 @@ def for_model(dataset, model):
         return images, dense_targets(y) if returns_dense(model) else y
 
     return dataset.map(to_targets)
+
+
+def _for_model(dataset, model):
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.distribute.DistributedDataset):
+        return dataset  # `distribute_input`: targets mapped inside its dataset_fn
+    return for_model(dataset, model)
 
 
 def schedule_epochs(recipe, epochs=None):
@@ -170,6 +181,13 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
 def steps_in(dataset):
     import tensorflow as tf
 
+    if isinstance(dataset, tf.distribute.DistributedDataset):
+        # One worker's pipeline of per-replica batches: a step takes one
+        # batch per local replica.
+        steps = int(dataset.cardinality)
+        if steps in (tf.data.INFINITE_CARDINALITY, tf.data.UNKNOWN_CARDINALITY):
+            return None
+        return steps // local_replicas(tf.distribute.get_strategy())
     steps = int(dataset.cardinality())
     if steps in (tf.data.INFINITE_CARDINALITY, tf.data.UNKNOWN_CARDINALITY):
         return None
@@ -210,7 +228,10 @@ def fit(
         model: a classifier. Build it (and call this) inside
             `data_parallel(...)` to train on several devices.
         train_data: `tf.data.Dataset` of `(images, labels)` batches, labels
-            class ids or soft targets, or `(images, {"labels", "token_labels"})`.
+            class ids or soft targets, or `(images, {"labels", "token_labels"})`;
+            or what `distribute_input` returns (under multi-worker TensorFlow a
+            distributed dataset, whose `dataset_fn` must map the batches with
+            `for_model` itself).
         val_data: optional dataset like `train_data`.
         recipe: a `Recipe` or recipe name.
         batch_size: int. Global batch size of `train_data`.
@@ -256,8 +277,8 @@ def fit(
             model, recipe, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             epochs=epochs, jit_compile=jit_compile,
         )
-    train_data = for_model(train_data, model)
-    val_data = for_model(val_data, model) if val_data is not None else None
+    train_data = _for_model(train_data, model)
+    val_data = _for_model(val_data, model) if val_data is not None else None
 
     throughput = Throughput(batch_size)
     all_callbacks = [

@@ -69,3 +69,17 @@ def test_float16_wraps_loss_scaling():
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
     history = model.fit(x, np.arange(4) % 3, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_distribute_input_on_one_worker_is_the_global_pipeline():
+    from keras_spvit.training.distribution import distribute_input
+
+    contexts = []
+
+    def build(*, input_context):
+        contexts.append(input_context)
+        return "global pipeline"
+
+    assert distribute_input(build) == "global pipeline" and contexts == [None]
+    with pytest.raises(ValueError, match="dataset_fn=3"):
+        distribute_input(3)

@@ -4,6 +4,10 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
+
+import keras_spvit
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
@@ -19,22 +23,61 @@ def test_throughput_script_runs_and_reports(capsys):
     throughput = _load_script()
     results = throughput.main(
         ["--model", "SPViT_Tiny", "LVViT_Tiny", "--batch-size", "2",
-         "--image-size", "32", "--warmup", "1", "--repeats", "2", "--jit", "off"]
+         "--image-size", "32", "--warmup", "1", "--repeats", "2", "--jit", "off",
+         "--peak-size", "128"]
     )
 
     assert {(r["model"], r["mode"]) for r in results} == {
         (m, mode) for m in ("SPViT_Tiny", "LVViT_Tiny") for mode in ("infer", "train")
     }
+    # Forward MACs counted independently of the script, on a fresh model.
+    macs = {m: keras_spvit.count_macs(getattr(keras_spvit, m)(num_classes=1000))
+            for m in ("SPViT_Tiny", "LVViT_Tiny")}
     for r in results:
         assert r["error"] is None, r
-        assert r["jit"] == "off"
+        assert r["jit"] == "off" and r["dtype"] == "float32"
         assert r["params"] > 0
         assert len(r["times_s"]) == 2
-        for key in ("images_per_s", "min", "max", "ratio"):
+        for key in ("images_per_s", "min", "max", "ratio", "gflops", "pct_peak"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["min"] <= r["images_per_s"] <= r["max"]
         if r["model"] == "SPViT_Tiny":
             assert r["ratio"] == 1.0
+        # A training step counts 3 forward passes (forward + 2 backward matmuls).
+        passes = {"infer": 1, "train": 3}[r["mode"]]
+        assert r["flops_per_image"] == 2 * passes * macs[r["model"]]
+        assert r["gflops"] == pytest.approx(r["flops_per_image"] * r["images_per_s"] / 1e9)
+        assert r["pct_peak"] == pytest.approx(100 * r["gflops"] / r["peak_gflops"])
+        assert r["pct_fp32_peak"] == r["pct_peak"]  # float32 rows: the same peak
 
     out = capsys.readouterr().out
     assert "backend=" in out and "SPViT_Tiny" in out and "ratio" in out
+    assert "% peak" in out and "float32 matmul peak (128^2)" in out
+
+
+def test_bfloat16_rows_use_the_bfloat16_peak():
+    throughput = _load_script()
+    peaks = {"float32": 100.0, "bfloat16": 400.0}
+    row = throughput._row("M", "train", "off", 10, first_call=1.0, times=[2.0, 4.0, 1.0],
+                          steps=1, batch_size=8, dtype="mixed_bfloat16", macs=10**9,
+                          peaks=peaks)
+    # 8 images per 2 s (median) = 4 img/s; 6 GFLOP per image in training.
+    assert row["images_per_s"] == 4.0
+    assert row["gflops"] == pytest.approx(24.0)
+    assert row["peak_gflops"] == 400.0
+    assert row["pct_peak"] == pytest.approx(6.0)
+    assert row["pct_fp32_peak"] == pytest.approx(24.0)
+    assert throughput._row("M", "infer", "on", 10, times=[1.0], batch_size=1,
+                           macs=10**9, peaks=peaks)["gflops"] == pytest.approx(2.0)
+
+
+def test_keras_hub_vit_macs_formula():
+    throughput = _load_script()
+    # DeiT-S at 224 px: 4.6 GMACs (fvcore, as DeiT reports), here by the rules
+    # of count_macs: patch conv, 12 blocks (qkv, proj, MLP, 2 attention products), head.
+    tokens, dim = 197, 384
+    block = tokens * dim * 3 * dim + tokens * dim * dim + 2 * tokens * dim * 1536
+    block += 2 * tokens * tokens * dim
+    expected = 196 * 16 * 16 * 3 * dim + 12 * block + dim * 1000
+    assert throughput.vit_macs(1000, (224, 224, 3), **throughput.VIT_S) == expected
+    assert round(expected / 1e9, 1) == 4.6

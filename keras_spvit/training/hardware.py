@@ -9,9 +9,11 @@ defaults that follow from it.
 - XLA: on for TensorFlow and JAX on accelerators, including under
   `tf.distribute` strategies (Keras' own `jit_compile="auto"` turns XLA off
   under any strategy and on any CPU-only TensorFlow); on for a single CPU
-  device (measured 2x faster than graph mode for these models); off across
-  several *virtual* CPU devices, which TensorFlow cannot compile for; off
-  on torch (`torch.compile` recompiles for minutes on these models).
+  device (measured 2x faster than graph mode for these models in float32);
+  off for bfloat16 on a TensorFlow CPU (oneDNN's bf16 kernels are faster
+  than XLA's); off across several *virtual* CPU devices, which TensorFlow
+  cannot compile for; off on torch (`torch.compile` recompiles for minutes
+  on these models).
 
 Nothing here changes a model's numbers; it only picks engines.
 """
@@ -24,9 +26,13 @@ PRECISIONS = {
     "fp16": "mixed_float16",
 }
 
-# Measured on a 2-core AVX512-BF16 CPU (benchmarks/throughput.py, training
-# step of SPViT_S at batch 16): bf16 does not beat float32 under XLA on
-# TensorFlow; see README "Training on accelerators". Keep float32 on CPUs.
+# On CPUs `--precision auto` stays float32 (bf16 changes the numbers a run
+# produces; ask for it). When asked, bf16 pays on TensorFlow only without
+# XLA: graph mode runs bfloat16 matmuls on oneDNN's AVX512-BF16/AMX kernels
+# (matmul peak 4.6x float32 here), while XLA on CPU multiplies bfloat16 no
+# faster than float32. Measured on a 2-core AVX512-BF16 CPU, SPViT_S
+# training step, batch 16 (benchmarks/throughput.py): bf16 graph 1.34x bf16
+# XLA and ~1.3x float32 XLA; JAX gains nothing from bf16 on CPU.
 CPU_BFLOAT16 = False
 
 
@@ -118,12 +124,14 @@ def resolve_precision(precision="auto"):
     )
 
 
-def resolve_jit(jit="auto", replicas=1):
+def resolve_jit(jit="auto", replicas=1, dtype_policy="float32"):
     """`jit_compile` for `model.compile`: `True` or `False`.
 
     Args:
         jit: `"auto"`, `"on"`, `"off"` or a bool.
         replicas: int. Devices the model is replicated over.
+        dtype_policy: the model's dtype policy name (bfloat16 on a
+            TensorFlow CPU turns XLA off, see `CPU_BFLOAT16`).
 
     Returns:
         bool.
@@ -144,6 +152,8 @@ def resolve_jit(jit="auto", replicas=1):
         return False
     if accelerator() is not None:
         return True
+    if backend == "tensorflow" and "bfloat16" in str(dtype_policy):
+        return False  # oneDNN's bf16 kernels, not XLA's (see CPU_BFLOAT16)
     # On CPUs: XLA compiles one device; TensorFlow cannot place an XLA
     # cluster across several virtual CPU devices of a MirroredStrategy.
     return not (backend == "tensorflow" and replicas > 1)

@@ -57,3 +57,11 @@ def test_auto_jit_on_this_cpu():
 def test_auto_jit_on_gpus_even_under_a_strategy(monkeypatch):
     monkeypatch.setattr(hardware, "accelerator", lambda: "gpu")
     assert hardware.resolve_jit("auto", replicas=8) is (BACKEND != "torch")
+
+
+def test_bfloat16_on_a_tensorflow_cpu_runs_without_xla():
+    # oneDNN's bf16 kernels (graph mode) beat XLA's on CPUs; float32 keeps XLA.
+    expected = {"tensorflow": False, "jax": True, "torch": False}[BACKEND]
+    assert hardware.resolve_jit("auto", 1, "mixed_bfloat16") is expected
+    assert hardware.resolve_jit("auto", 1, "float32") is (BACKEND != "torch")
+    assert hardware.resolve_jit("on", 1, "mixed_bfloat16") is True

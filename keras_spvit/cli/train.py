@@ -48,16 +48,16 @@ def add_parser(subparsers):
 
 def train_augment(recipe, seed):
     """The `TrainAugment` a recipe asks for (label smoothing stays in the loss)."""
-    from keras_spvit.data.augment import TrainAugment
+    from keras_spvit.data.train_augment import TrainAugment
 
-    ops, magnitude = (recipe.randaugment or (0, 0.0, 0.0))[:2]
     return TrainAugment(
         scale=recipe.crop_scale,
         ratio=recipe.crop_ratio,
         hflip=0.5 if recipe.horizontal_flip else 0.0,
-        randaugment_ops=int(ops),
-        randaugment_factor=min(float(magnitude) / 10.0, 1.0),
+        randaugment=recipe.randaugment,
         random_erasing=recipe.random_erasing,
+        erasing_mode=recipe.erasing_mode,
+        erasing_count=recipe.erasing_count,
         mixup_alpha=recipe.mixup_alpha,
         cutmix_alpha=recipe.cutmix_alpha,
         label_smoothing=0.0,
@@ -140,7 +140,7 @@ def run(args):
     options = pipeline_options(args)
     dtype = resolve_precision(args.precision)
     with data_parallel(args.distribute) as replicas:
-        jit = resolve_jit(args.jit, replicas)
+        jit = resolve_jit(args.jit, replicas, dtype)
         model = build_model(args, num_classes, args.image_size, recipe, dtype)
         image_size = args.image_size or model.input_shape[1]
         augment = train_augment(recipe, args.seed)

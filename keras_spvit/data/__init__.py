@@ -3,7 +3,6 @@
 from keras_spvit.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TrainAugment,
     color_jitter,
     eval_transform,
     mix_token,
@@ -12,6 +11,9 @@ from keras_spvit.data.augment import (
     sample_crop_box,
     sample_token_box,
 )
+from keras_spvit.data.rand_augment import RandAugment
+from keras_spvit.data.random_erasing import random_erasing
+from keras_spvit.data.train_augment import TrainAugment
 from keras_spvit.data.digits import digits_dataset, digits_split, load_digits
 from keras_spvit.data.pipelines import (
     array_dataset,
@@ -24,6 +26,7 @@ from keras_spvit.data.pipelines import (
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RandAugment",
     "TrainAugment",
     "array_dataset",
     "classification_pipeline",
@@ -36,6 +39,7 @@ __all__ = [
     "load_digits",
     "mix_token",
     "normalize",
+    "random_erasing",
     "random_resized_crop",
     "sample_crop_box",
     "sample_token_box",

@@ -2,9 +2,10 @@
 
 All three sources feed one shared pipeline, `classification_pipeline`:
 
-- training: shuffle (seeded) -> per-example `TrainAugment` in a parallel map ->
-  normalise -> `batch(drop_remainder=True)` -> per-batch label smoothing and
-  MixUp / CutMix -> `prefetch`;
+- training: shuffle (seeded) -> per-example `TrainAugment` in a parallel map
+  (crop, flip, RandAugment, normalise, random erasing) ->
+  `batch(drop_remainder=True)` -> per-batch label smoothing and MixUp / CutMix
+  -> `prefetch`;
 - evaluation: `eval_transform` (resize, center crop, normalise) -> optional
   `cache` -> `batch` (the last, smaller batch is kept) -> `prefetch`.
 
@@ -24,11 +25,12 @@ on 0..1 pixels (ImageNet statistics by default, as the models expect).
 Randomness: each example and each batch gets its own stateless seed, drawn
 in stream order from a generator seeded by `seed`, so two pipelines built
 with the same `seed` yield the same epochs, and each epoch differs from the
-last. The Keras layers in `TrainAugment` (RandAugment, RandomErasing, MixUp,
-CutMix) draw from their own generators, seeded by `TrainAugment(seed=...)`:
-the batch-level map runs sequentially, so MixUp / CutMix are reproducible
-too, while per-example Keras layers in the parallel map are reproducible
-only with `num_parallel_calls=1`.
+last: RandAugment and random erasing included. The Keras layers in
+`TrainAugment` (MixUp, CutMix, and Keras' RandAugment / RandomErasing when a
+user passes them) draw from their own generators, seeded by
+`TrainAugment(seed=...)`: the batch-level map runs sequentially, so MixUp /
+CutMix are reproducible too, while per-example Keras layers in the parallel
+map are reproducible only with `num_parallel_calls=1`.
 
 Distribution: given a plain dataset, Keras `fit` distributes it itself:
 under a `tf.distribute` strategy it calls `experimental_distribute_dataset`,
@@ -68,11 +70,11 @@ import tensorflow as tf
 from keras_spvit.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TrainAugment,
     _pair,
     eval_transform,
     normalize,
 )
+from keras_spvit.data.train_augment import TrainAugment
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -270,7 +272,8 @@ def classification_pipeline(
             if not decoded:
                 x, label = prepare(x, label)
             image = augment(x, image_size, example_seed)
-            return normalize(image, mean, std), label
+            # Random erasing works on normalised pixels, as timm's.
+            return augment.erase(normalize(image, mean, std), example_seed), label
 
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         # Shared: every pipeline draws the single-worker seeds, then keeps its share.

@@ -38,9 +38,13 @@ class Recipe:
             combined logits with soft-target cross-entropy.
         crop_scale, crop_ratio: random-resized-crop ranges.
         horizontal_flip: bool.
-        randaugment: optional `(num_ops, magnitude, magnitude_std)`; magnitude
-            on timm's 0-10 scale.
-        random_erasing: float. Probability per image.
+        randaugment: optional timm RandAugment policy string, e.g.
+            `"rand-m9-mstd0.5-inc1"` (2 ops, magnitude 9 of 10, magnitude
+            noise std 0.5, the "increasing" op list); see
+            `keras_spvit.data.rand_augment.parse_policy`.
+        random_erasing: float. Probability per image (timm's `--reprob`).
+        erasing_mode: `"pixel"`, `"rand"` or `"const"` (timm's `--remode`).
+        erasing_count: int. Up to this many boxes (timm's `--recount`).
         mixup_alpha, cutmix_alpha: floats; 0 switches each off.
         mix_token: bool. LV-ViT's MixToken (token-labeling models).
 
@@ -69,8 +73,10 @@ class Recipe:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     horizontal_flip: bool = True
-    randaugment: tuple[int, float, float] | None = (2, 9.0, 0.5)
+    randaugment: str | None = "rand-m9-mstd0.5-inc1"
     random_erasing: float = 0.25
+    erasing_mode: str = "pixel"
+    erasing_count: int = 1
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_token: bool = False
@@ -93,8 +99,10 @@ class Recipe:
 
 # SP-ViT / LV-ViT, ImageNet from scratch (shared/spec/SP-VIT.md): AdamW
 # 1.6e-3 @ 1024, wd 0.05, 5 warm-up epochs from 1e-6, cosine to 1e-5,
-# 300 + 10 epochs, EMA 0.99992, smoothing 0.1, RandAugment m9 mstd 0.5,
-# erasing 0.25, no MixUp/CutMix but MixToken, token-label weight 1.0.
+# 300 + 10 epochs, EMA 0.99992, smoothing 0.1, RandAugment
+# rand-m9-mstd0.5-inc1 (the release's main.py default; its L script adds
+# n3), erasing 0.25 pixel mode, no MixUp/CutMix but MixToken, token-label
+# weight 1.0.
 _SPVIT = Recipe(
     name="spvit",
     base_learning_rate=1.6e-3,
@@ -104,8 +112,9 @@ _SPVIT = Recipe(
     mix_token=True,
 )
 # Refiner (shared/spec/REFINER.md; DeiT's scripts): AdamW 5e-4 at batch
-# 512, wd 0.05, 300 epochs, 5 warm-up, RandAugment m9, MixUp 0.8, CutMix
-# 1.0, smoothing 0.1, erasing 0.25, EMA (DeiT's 0.99996).
+# 512, wd 0.05, 300 epochs, 5 warm-up, RandAugment rand-m9-mstd0.5-inc1
+# (DeiT's), MixUp 0.8, CutMix 1.0, smoothing 0.1, erasing 0.25, EMA (DeiT's
+# 0.99996).
 _REFINER = Recipe(
     name="refiner",
     base_learning_rate=5e-4,
@@ -117,8 +126,11 @@ _REFINER = Recipe(
 
 RECIPES = {
     "spvit": _SPVIT,
-    # SP-ViT-L: 6e-4 at batch 800.
-    "spvit_l": _SPVIT.replace(name="spvit_l", base_learning_rate=6e-4, reference_batch_size=800),
+    # SP-ViT-L: 6e-4 at batch 800, three RandAugment ops.
+    "spvit_l": _SPVIT.replace(
+        name="spvit_l", base_learning_rate=6e-4, reference_batch_size=800,
+        randaugment="rand-n3-m9-mstd0.5-inc1",
+    ),
     # Fine-tuning at 384 px from the 224 weights: lr 5e-6, wd 1e-8, no warm-up.
     "spvit_finetune_384": _SPVIT.replace(
         name="spvit_finetune_384",

@@ -18,7 +18,7 @@ from keras_spvit.data import (
     sample_crop_box,
     sample_token_box,
 )
-from keras_spvit.data.augment import TFDataEqualization
+from keras_spvit.data.train_augment import TFDataEqualization
 
 
 def _boxes(height, width, scale, ratio, count=200):
@@ -153,7 +153,7 @@ def test_label_smoothing_and_mixing_keep_distributions():
 
 def test_train_augment_runs_in_tf_data_and_validates():
     augment = TrainAugment(
-        color_jitter=0.4, randaugment_ops=1, random_erasing=1.0, seed=0, hflip=1.0
+        color_jitter=0.4, randaugment="rand-m9-n1", random_erasing=1.0, seed=0, hflip=1.0
     )
     images = np.random.default_rng(2).integers(0, 256, (3, 20, 24, 3)).astype("uint8")
     dataset = tf.data.Dataset.from_tensor_slices(images).map(

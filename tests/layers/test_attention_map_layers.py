@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from keras import ops
 
 import keras_spvit
 from keras_spvit import layers
-from tests.conftest import to_numpy
+from tests.conftest import BACKEND, to_numpy
 
 
 def maps(shape, seed=0):
@@ -40,6 +41,98 @@ def test_refiner_training_uses_batch_statistics():
     a = maps((4, 3, 6, 6))
     train = to_numpy(refiner(a, training=True))
     assert train.shape == a.shape and not np.allclose(train, to_numpy(refiner(a)))
+
+
+class KerasLayersRefiner(layers.AttentionRefiner):
+    """The refiner's training step written with its Keras sub-layers: the reference."""
+
+    def call(self, inputs, training=None):
+        x = ops.transpose(inputs, (0, 2, 3, 1))
+        maps = x
+        x = self.activation_fn(self.bn1(self.conv_exp(x), training=training))
+        x = self.activation_fn(self.bn2(self.depth_sep_conv(x), training=training))
+        x = self.bn3(self.conv_pro(x), training=training) + maps
+        if self.adapt_bn is not None:
+            x = self.adapt_bn(x, training=training)
+        return ops.transpose(x, (0, 3, 1, 2))
+
+
+def output_and_gradients(layer, a, cotangent):
+    """`layer(a, training=True)` and the gradients of `sum(out * cotangent)`
+    with respect to `a` and the trainable weights; the layer's state is updated."""
+    if BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        frozen = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable, a):
+            out, frozen_after = layer.stateless_call(trainable, frozen, a, training=True)
+            return (out * cotangent).sum(), (out, frozen_after)
+
+        grad_fn = jax.jit(jax.grad(loss, (0, 1), has_aux=True))
+        grads, (out, frozen_after) = grad_fn(trainable, a)
+        for v, value in zip(layer.non_trainable_variables, frozen_after):
+            v.assign(value)
+        return out, [grads[1]] + list(grads[0])
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        a = tf.constant(a)
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = layer(a, training=True)
+            loss = tf.reduce_sum(out * cotangent)
+        return out, tape.gradient(loss, [a] + layer.trainable_variables)
+    import torch
+
+    a = torch.tensor(a, requires_grad=True)
+    out = layer(a, training=True)
+    (out * torch.tensor(cotangent)).sum().backward()
+    return out, [a.grad] + [v.value.grad for v in layer.trainable_variables]
+
+
+@pytest.mark.parametrize("normalize_output, frozen", [(True, None), (False, "bn2")])
+def test_refiner_training_equals_its_keras_layers(normalize_output, frozen):
+    """Forward, gradients and moving statistics of the fused training path."""
+    shape = (3, 4, 9, 9)
+    a = maps(shape, seed=4)
+    cotangent = np.random.default_rng(5).normal(size=shape).astype("float32")
+    results = []
+    for cls in (layers.AttentionRefiner, KerasLayersRefiner):
+        refiner = cls(normalize_output=normalize_output)
+        refiner.build(shape)
+        rng = np.random.default_rng(0)
+        for v in refiner.weights:
+            low = 0.5 if "variance" in v.path or "gamma" in v.path else -0.5
+            v.assign(rng.uniform(low, 1.0, v.shape).astype("float32"))
+        if frozen:
+            getattr(refiner, frozen).trainable = False
+        before = [to_numpy(v) for v in refiner.non_trainable_variables]
+        out, grads = output_and_gradients(refiner, a, cotangent)
+        moved = {
+            v.path.split("/", 1)[1]: to_numpy(v) - start
+            for v, start in zip(refiner.non_trainable_variables, before)
+        }
+        results.append((to_numpy(out), [to_numpy(g) for g in grads], moved))
+    (out, grads, moving), (ref_out, ref_grads, ref_moving) = results
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+    assert len(grads) == len(ref_grads) == 1 + (11 if normalize_output else 9) - 2 * bool(frozen)
+    # Relative to the largest: with normalize_output, bn3/beta's gradient is
+    # zero (adapt_bn removes any shift) and both results are rounding noise.
+    np.testing.assert_allclose(grads[0], ref_grads[0], atol=1e-5 * np.abs(ref_grads[0]).max())
+    largest = max(np.abs(ref).max() for ref in ref_grads[1:])
+    for g, ref in zip(grads[1:], ref_grads[1:]):
+        np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * largest)
+    # Moving statistics move 0.1 of the way to the batch mean and biased
+    # variance (an unbiased one would move them 0.4% further here).
+    assert moving.keys() == ref_moving.keys()
+    for path, ref in ref_moving.items():
+        if frozen and path.startswith(frozen):
+            assert not np.any(ref) and not np.any(moving[path])
+        else:
+            assert np.abs(ref).min() > 1e-4
+            np.testing.assert_allclose(moving[path], ref, rtol=1e-4, atol=1e-6)
 
 
 def test_shared_attention_without_refiner_applies_the_map_as_is():

@@ -1,0 +1,378 @@
+"""The training augmentation of the recipes, per image and per batch, for `tf.data`.
+
+`TrainAugment` assembles the per-image steps of timm's / DeiT's training
+transform (random resized crop, flip, colour jitter, RandAugment, random
+erasing) and the per-batch MixUp / CutMix with label smoothing. By default
+every step is the package's own TensorFlow implementation with timm's
+semantics (`rand_augment.RandAugment`, `random_erasing.random_erasing`):
+stateless, reproducible under a parallel map, and fast enough that the
+augmentation costs a small share of JPEG decoding. Keras' own
+`keras.layers.RandAugment` / `RandomErasing` layers remain available: pass
+an instance. Everything runs on TensorFlow tensors inside `tf.data`, under
+any Keras backend.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_spvit.data.augment import (
+    _check_interpolation,
+    _pair,
+    _probability,
+    _range,
+    _split,
+    as_seed,
+    color_jitter,
+    random_resized_crop,
+)
+from keras_spvit.data.rand_augment import RandAugment
+from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
+
+
+class TFDataEqualization(keras.layers.Equalization):
+    """Keras `Equalization` with TensorFlow's `bincount` inside `tf.data`.
+
+    Keras 3.15 chooses its histogram by the global backend: under JAX it unrolls
+    a 256-step loop, per channel, even when the layer runs on TensorFlow tensors
+    in `tf.data`, which makes `RandAugment` take seconds per small batch.
+    The result is the same histogram.
+    """
+
+    def _custom_histogram_fixed_width(self, values, value_range, nbins):
+        if self.backend.name != "tensorflow":
+            return super()._custom_histogram_fixed_width(values, value_range, nbins)
+        low, high = value_range
+        scaled = (tf.cast(values, tf.float32) - low) * (nbins - 1) / (high - low)
+        indices = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, nbins - 1)
+        return tf.math.bincount(
+            tf.reshape(indices, [-1]), minlength=nbins, maxlength=nbins, dtype=tf.int32
+        )
+
+
+def _fold(seed, salt):
+    return tf.random.experimental.stateless_fold_in(as_seed(seed), salt)
+
+
+class TrainAugment:
+    """DeiT / timm training augmentation for `tf.data`: per example and per batch.
+
+    Per example, on one image (`__call__`): random resized crop,
+    horizontal flip, optional colour jitter, RandAugment; returns float32 in
+    [0, 1]. The pipeline then normalises and calls `erase` (random erasing
+    works on normalised pixels, as timm's). Per batch (`mix_batch`):
+    one-hot labels with label smoothing, then with probability `mix_prob`
+    either Keras `CutMix` (probability `switch_prob`, timm's
+    `mixup_switch_prob`) or Keras `MixUp`.
+
+    Labels: with `mixup_alpha`, `cutmix_alpha` or `label_smoothing` set
+    (`needs_one_hot`), batches carry one-hot float32 labels `(batch,
+    num_classes)`; otherwise sparse int32.
+
+    RandAugment and random erasing follow timm (`rand_augment`,
+    `random_erasing`: the op list, magnitudes and their noise, the
+    erasing boxes and N(0, 1) noise). timm turns colour jitter off when
+    RandAugment is on; so do the recipes (`color_jitter=None`). Differences
+    from timm worth knowing: Keras `MixUp`/`CutMix` draw a weight (and a box)
+    per sample and pair samples by a random permutation (timm: one weight
+    and box per batch, partner = the reversed batch).
+
+    Args:
+        scale: crop area range for `random_resized_crop`.
+        ratio: crop aspect range for `random_resized_crop`.
+        interpolation: resize method of the crop; RandAugment's geometric
+            operations use it too when it is `"bilinear"` or `"bicubic"`.
+        hflip: float in [0, 1]. Probability of a horizontal flip.
+        color_jitter: `None`, a float (brightness = contrast = saturation) or
+            a `(brightness, contrast, saturation, hue)` tuple.
+        randaugment: `None`, a timm policy string (`"rand-m9-mstd0.5-inc1"`,
+            see `rand_augment.parse_policy`), a `rand_augment.RandAugment`,
+            or a `keras.layers.RandAugment` instance (Keras' semantics, run
+            per image; about 10x slower inside `tf.data`).
+        random_erasing: a probability in [0, 1] (timm's random erasing after
+            normalisation; 0 disables it) or a `keras.layers.RandomErasing`
+            instance (run on [0, 1] pixels inside `__call__`).
+        erasing_mode: `"pixel"`, `"rand"` or `"const"` (timm's `--remode`).
+        erasing_count: int >= 1. Up to this many boxes (timm's `--recount`).
+        mixup_alpha: float >= 0. Beta parameter of MixUp; 0 disables it.
+        cutmix_alpha: float in [0, 1]. Beta parameter of CutMix (Keras bounds
+            it by 1); 0 disables it.
+        mix_prob: float in [0, 1]. Probability that a batch is mixed at all.
+        switch_prob: float in [0, 1]. Probability of CutMix rather than MixUp
+            when both are enabled.
+        label_smoothing: float in [0, 1).
+        seed: int or `None`. Seeds the Keras layers' generators. The
+            stateless parts use the seed the pipeline gives each call.
+
+    Example:
+
+    >>> augment = TrainAugment.deit(seed=0)
+    >>> image = augment(tf.zeros((40, 60, 3), "uint8"), 32, seed=tf.constant([0, 1]))
+    >>> image = augment.erase(normalize(image), seed=tf.constant([0, 1]))
+    """
+
+    def __init__(
+        self,
+        *,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        interpolation="bicubic",
+        hflip=0.5,
+        color_jitter=None,
+        randaugment=None,
+        random_erasing=0.0,
+        erasing_mode="pixel",
+        erasing_count=1,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        mix_prob=1.0,
+        switch_prob=0.5,
+        label_smoothing=0.0,
+        seed=None,
+    ):
+        # === Config ===
+        self.scale = _range(scale, "scale", 0.0, 1.0)
+        self.ratio = _range(ratio, "ratio", 0.0)
+        _check_interpolation(interpolation)
+        self.interpolation = interpolation
+        self.hflip = _probability(hflip, "hflip")
+        if isinstance(color_jitter, (int, float)) and not isinstance(color_jitter, bool):
+            color_jitter = (color_jitter, color_jitter, color_jitter, 0.0)
+        if color_jitter is not None and (
+            not isinstance(color_jitter, (tuple, list)) or len(color_jitter) != 4
+        ):
+            raise ValueError(
+                "Expected `color_jitter` to be None, a float or a (brightness, contrast, "
+                f"saturation, hue) tuple. Received: color_jitter={color_jitter!r}"
+            )
+        self.color_jitter = None if color_jitter is None else tuple(color_jitter)
+        self.randaugment = randaugment or None
+        self.random_erasing = random_erasing
+        if erasing_mode not in ERASING_MODES:
+            raise ValueError(
+                f"Expected `erasing_mode` in {list(ERASING_MODES)}. "
+                f"Received: erasing_mode={erasing_mode!r}"
+            )
+        self.erasing_mode = erasing_mode
+        if not isinstance(erasing_count, int) or isinstance(erasing_count, bool) or erasing_count < 1:
+            raise ValueError(
+                f"Expected `erasing_count` to be an int >= 1. Received: erasing_count={erasing_count!r}"
+            )
+        self.erasing_count = erasing_count
+        if not isinstance(mixup_alpha, (int, float)) or mixup_alpha < 0:
+            raise ValueError(f"Expected `mixup_alpha` >= 0. Received: mixup_alpha={mixup_alpha!r}")
+        self.mixup_alpha = float(mixup_alpha)
+        self.cutmix_alpha = _probability(cutmix_alpha, "cutmix_alpha")
+        self.mix_prob = _probability(mix_prob, "mix_prob")
+        self.switch_prob = _probability(switch_prob, "switch_prob")
+        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                "Expected `label_smoothing` in [0, 1). "
+                f"Received: label_smoothing={label_smoothing!r}"
+            )
+        self.label_smoothing = float(label_smoothing)
+        self.seed = seed
+
+        # === Per-image steps === (created here, never inside a mapped function)
+        self._rand_augment = None
+        self._keras_randaugment = None
+        if isinstance(randaugment, str):
+            self._rand_augment = RandAugment(
+                randaugment,
+                interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bicubic",
+            )
+        elif isinstance(randaugment, RandAugment):
+            self._rand_augment = randaugment
+        elif isinstance(randaugment, keras.layers.RandAugment):
+            self._keras_randaugment = randaugment
+            if hasattr(randaugment, "equalization"):
+                randaugment.equalization = TFDataEqualization(value_range=randaugment.value_range)
+        elif randaugment:
+            raise ValueError(
+                "Expected `randaugment` to be None, a policy string such as "
+                "'rand-m9-mstd0.5-inc1', a keras_spvit RandAugment or a keras.layers.RandAugment. "
+                f"Received: randaugment={randaugment!r}"
+            )
+        self._keras_erasing = None
+        self._erasing_probability = 0.0
+        if isinstance(random_erasing, keras.layers.RandomErasing):
+            self._keras_erasing = random_erasing
+        elif isinstance(random_erasing, bool) or not isinstance(random_erasing, (int, float)):
+            raise ValueError(
+                "Expected `random_erasing` to be a probability in [0, 1] or a "
+                f"keras.layers.RandomErasing. Received: random_erasing={random_erasing!r}"
+            )
+        else:
+            self._erasing_probability = _probability(random_erasing, "random_erasing")
+            self.random_erasing = self._erasing_probability
+        self._mixup = keras.layers.MixUp(alpha=self.mixup_alpha, seed=seed) if mixup_alpha else None
+        self._cutmix = (
+            keras.layers.CutMix(factor=(self.cutmix_alpha, self.cutmix_alpha), seed=seed)
+            if cutmix_alpha
+            else None
+        )
+
+    @classmethod
+    def deit(cls, seed=None, **overrides):
+        """DeiT's ImageNet augmentation (timm's settings in DeiT's `main.py`).
+
+        Random resized crop (bicubic), flip, timm's RandAugment
+        `rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode, one box),
+        MixUp 0.8 / CutMix 1.0 switched at 0.5, label smoothing 0.1.
+        `overrides` replace any of these.
+        """
+        config = {
+            "randaugment": "rand-m9-mstd0.5-inc1",
+            "random_erasing": 0.25,
+            "mixup_alpha": 0.8,
+            "cutmix_alpha": 1.0,
+            "label_smoothing": 0.1,
+            "seed": seed,
+        }
+        config.update(overrides)
+        return cls(**config)
+
+    @property
+    def mixes(self):
+        """Whether `mix_batch` mixes images (MixUp or CutMix is enabled)."""
+        return bool(self.mixup_alpha or self.cutmix_alpha) and self.mix_prob > 0
+
+    @property
+    def needs_one_hot(self):
+        """Whether batches carry one-hot float labels (mixing or label smoothing)."""
+        return self.mixes or self.label_smoothing > 0
+
+    @property
+    def erases(self):
+        """Whether `erase` does anything (timm's random erasing is on)."""
+        return self._erasing_probability > 0
+
+    def get_config(self):
+        return {
+            "scale": self.scale,
+            "ratio": self.ratio,
+            "interpolation": self.interpolation,
+            "hflip": self.hflip,
+            "color_jitter": self.color_jitter,
+            "randaugment": self.randaugment,
+            "random_erasing": self.random_erasing,
+            "erasing_mode": self.erasing_mode,
+            "erasing_count": self.erasing_count,
+            "mixup_alpha": self.mixup_alpha,
+            "cutmix_alpha": self.cutmix_alpha,
+            "mix_prob": self.mix_prob,
+            "switch_prob": self.switch_prob,
+            "label_smoothing": self.label_smoothing,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"TrainAugment({args})"
+
+    def __call__(self, image, size, seed=None):
+        """Augments one `(height, width, 3)` image to float32 `size` in [0, 1].
+
+        Random erasing is not applied here (unless it is a Keras layer): it
+        works on normalised pixels, see `erase`.
+        """
+        size = _pair(size, "size")
+        crop_seed, flip_seed, jitter_seed = _split(seed, 3)
+        image = random_resized_crop(
+            image, size, self.scale, self.ratio, self.interpolation, crop_seed
+        )
+        if self.hflip:
+            flip = tf.random.stateless_uniform((), flip_seed) < self.hflip
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        if self.color_jitter is not None:
+            image = color_jitter(image, *self.color_jitter, seed=jitter_seed)
+        if self._rand_augment is not None:
+            image = self._rand_augment(image, _fold(seed, 1))
+        # The Keras layers run on a batch of one so every image draws its own
+        # operations (a batched call picks RandAugment's ops once per batch).
+        if self._keras_randaugment is not None:
+            image = self._keras_randaugment(image[None], training=True)[0]
+            image = tf.clip_by_value(image, 0.0, 1.0)
+        if self._keras_erasing is not None:
+            image = self._keras_erasing(image[None], training=True)[0]
+        return tf.ensure_shape(image, (*size, image.shape[-1]))
+
+    def erase(self, image, seed=None):
+        """timm's random erasing on one NORMALISED image (identity when off).
+
+        Erased boxes hold N(0, 1) noise (`"pixel"`), an N(0, 1) colour per box
+        (`"rand"`) or zeros (`"const"`), as timm writes after normalising.
+
+        Args:
+            image: float `(height, width, channels)`, normalised.
+            seed: the same per-example seed given to `__call__` (a different
+                stream is derived from it).
+
+        Returns:
+            float32 image.
+        """
+        if not self.erases:
+            return image
+        channels = image.shape[-1]
+        return random_erasing(
+            image,
+            self._erasing_probability,
+            mode=self.erasing_mode,
+            max_count=self.erasing_count,
+            mean=(0.0,) * channels,
+            std=(1.0,) * channels,
+            seed=_fold(seed, 2),
+        )
+
+    def one_hot(self, labels, num_classes, smoothing=True):
+        """Sparse labels -> float32 one-hot, smoothed as timm (`off = s / classes`)."""
+        labels = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+        if smoothing and self.label_smoothing:
+            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
+        return labels
+
+    def mix_batch(self, images, labels, num_classes, seed=None):
+        """Label smoothing, then MixUp or CutMix on one batch.
+
+        Args:
+            images: float32 `(batch, height, width, channels)`.
+            labels: int `(batch,)` class ids.
+            num_classes: int.
+            seed: seed of the per-batch choices (mix or not, which mixer).
+
+        Returns:
+            `(images, labels)` with one-hot float32 labels `(batch, num_classes)`
+            whose rows sum to 1.
+        """
+        labels = self.one_hot(labels, num_classes)
+        if not self.mixes:
+            return images, labels
+        images = tf.cast(images, tf.float32)
+        draws = tf.random.stateless_uniform((2,), as_seed(seed))
+
+        def run(layer):
+            out = layer({"images": images, "labels": labels}, training=True)
+            return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+        if self._mixup is not None and self._cutmix is not None:
+
+            def mix():
+                return tf.cond(
+                    draws[1] < self.switch_prob,
+                    lambda: run(self._cutmix),
+                    lambda: run(self._mixup),
+                )
+        else:
+
+            def mix():
+                return run(self._mixup if self._mixup is not None else self._cutmix)
+
+        if self.mix_prob >= 1.0:
+            return mix()
+        return tf.cond(draws[0] < self.mix_prob, mix, lambda: (images, labels))
+
+
+# === MixToken ===

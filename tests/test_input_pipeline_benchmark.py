@@ -1,0 +1,61 @@
+"""Smoke test of benchmarks/input_pipeline.py at toy size (8 tiny JPEGs, one repeat)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
+
+
+def _load_script():
+    # benchmarks/ is not a package: load the script from its path (registered,
+    # so that AutoGraph can read the source of its functions).
+    spec = importlib.util.spec_from_file_location("input_pipeline_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, capsys):
+    bench = _load_script()
+    out_json = tmp_path / "rows.json"
+    argv = ["--recipe", "spvit", "--images", "8", "--classes", "2", "--batch-size", "4",
+            "--image-size", "32", "--source-size", "40x30", "--repeats", "1", "--warmup", "0",
+            "--dir", str(tmp_path / "jpegs"), "--json", str(out_json), "--threads", "2"]
+    rows = bench.main(argv)
+
+    names = [r["name"] for r in rows]
+    assert names == ["train", "train_off", "eval", "read file", "decode JPEG", "crop+resize",
+                     "flip", "RandAugment", "erasing", "normalise", "batch"]
+    for r in rows:
+        assert r["kind"] == ("pipeline" if r["name"] in ("train", "train_off", "eval") else "stage")
+        assert len(r["times_s"]) == 1
+        for key in ("images_per_s", "min", "max", "ms_per_image"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["min"] <= r["images_per_s"] <= r["max"]
+        assert math.isclose(r["images_per_s"], r["images"] / r["times_s"][0])
+        assert math.isclose(r["ms_per_image"], 1000 / r["images_per_s"])
+    by_name = {r["name"]: r for r in rows}
+    # Training drops the partial batch; evaluation and the stages see every image.
+    assert by_name["train"]["images"] == by_name["train_off"]["images"] == 8
+    assert by_name["eval"]["images"] == by_name["decode JPEG"]["images"] == 8
+    assert by_name["train"]["ratio"] == (by_name["train"]["images_per_s"]
+                                         / by_name["train_off"]["images_per_s"])
+    # Stage costs add up to the last cumulative pipeline's ms/image.
+    stages = [r for r in rows if r["kind"] == "stage"]
+    assert math.isclose(sum(r["stage_ms"] for r in stages), stages[-1]["ms_per_image"])
+
+    assert (tmp_path / "jpegs" / "class_000").is_dir()
+    assert len(list((tmp_path / "jpegs").glob("class_*/*.jpg"))) == 8
+    saved = json.loads(out_json.read_text())
+    assert [r["name"] for r in saved["rows"]] == names
+    printed = capsys.readouterr().out
+    assert "train / train_off" in printed and "RandAugment" in printed
+
+    # The generated folder is reused, not regenerated.
+    args = bench.parse_args(argv)
+    assert bench.jpeg_folder(args)[2] is True
+    assert "generating" not in capsys.readouterr().out

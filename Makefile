@@ -35,8 +35,9 @@ test-%: install
 
 benchmark: install
 	@for backend in $(BACKENDS); do \
-		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --model SPViT_S LVViT_S --batch-size 16; \
+		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --model SPViT_S LVViT_S RefinedViT_S --batch-size 16; \
 	done
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/input_pipeline.py --recipe spvit --images 512 --batch-size 32
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,6 +1,7 @@
 """Data parallelism with each backend's own engine.
 
-- TensorFlow: `tf.distribute.MirroredStrategy` on one machine,
+- TensorFlow: `tf.distribute.MirroredStrategy` on one machine (on a single
+  GPU a `OneDeviceStrategy`, whose input iterator prefetches to the GPU),
   `MultiWorkerMirroredStrategy` across machines (each worker reads
   `TF_CONFIG`; see the README). Build and compile the model inside the scope;
   `model.fit` splits each global batch across the replicas and shards the
@@ -31,6 +32,14 @@ def _tf_devices():
 
     gpus = tf.config.list_logical_devices("GPU")
     return gpus or tf.config.list_logical_devices("CPU")
+
+
+def _single_gpu():
+    """The name of the only GPU TensorFlow sees, else `None`."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if len(gpus) == 1 else None
 
 
 def replica_devices(mode="auto"):
@@ -86,10 +95,16 @@ def data_parallel(mode="auto"):
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         else:
             devices = replica_devices(mode)
-            if len(devices) < 2:
+            gpu = _single_gpu() if mode == "auto" and len(devices) < 2 else None
+            if gpu is not None:
+                # Under a strategy Keras' iterator copies each batch to the
+                # device ahead of the step; without one, at the step.
+                strategy = tf.distribute.OneDeviceStrategy(gpu)
+            elif len(devices) < 2:
                 yield 1
                 return
-            strategy = tf.distribute.MirroredStrategy(devices)
+            else:
+                strategy = tf.distribute.MirroredStrategy(devices)
         with strategy.scope():
             yield strategy.num_replicas_in_sync
         return

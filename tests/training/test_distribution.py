@@ -83,3 +83,24 @@ def test_distribute_input_on_one_worker_is_the_global_pipeline():
     assert distribute_input(build) == "global pipeline" and contexts == [None]
     with pytest.raises(ValueError, match="dataset_fn=3"):
         distribute_input(3)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TensorFlow's")
+def test_one_gpu_trains_under_a_one_device_strategy(monkeypatch):
+    # No GPU here: stand the CPU in for the single GPU the strategy is for.
+    import tensorflow as tf
+
+    from keras_spvit.training import distribution
+
+    monkeypatch.setattr(distribution, "_single_gpu", lambda: "/cpu:0")
+    with distribution.data_parallel("auto") as replicas:
+        assert isinstance(tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile("sgd", "mse", jit_compile=False)
+    assert replicas == 1
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 3), "float32"),
+                                               np.zeros((8, 2), "float32"))).batch(4)
+    history = model.fit(data, epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    with distribution.data_parallel("none"):
+        assert not tf.distribute.has_strategy()

@@ -22,7 +22,11 @@ STEPS = 1438 // 64  # digits train split, drop_remainder
 def _train_args(out, epochs=2):
     return ["train", "--model", "SPViT", "--model-args", TINY, "--image-size", "16",
             "--data", "digits", "--epochs", str(epochs), "--batch-size", "64",
-            "--save-every", "3", "--out", str(out), "--verbose", "0"]
+            "--save-every", "3", "--out", str(out), "--verbose", "0",
+            # XLA compiles for longer than these 22-step runs last on TensorFlow's
+            # CPU (its default, `--jit auto` = on, is tested in training/test_hardware.py
+            # and runs in tests/test_examples.py).
+            *(["--jit", "off"] if keras.backend.backend() == "tensorflow" else [])]
 
 
 def _run(args, crash_at=None):

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +16,15 @@ from keras_spvit.data.rand_augment import (
     apply_op,
     level_to_arg,
     parse_policy,
+)
+
+# Pure TensorFlow code (it runs inside tf.data whatever the Keras backend), so
+# the results cannot depend on KERAS_BACKEND: the whole file runs on TensorFlow,
+# and tests/data/test_train_augment.py runs it through the pipeline on every backend.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="pure TensorFlow, backend-independent: tested on TensorFlow; "
+    "test_train_augment.py covers every backend",
 )
 
 PIL = pytest.importorskip("PIL")

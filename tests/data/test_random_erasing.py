@@ -9,12 +9,22 @@ within 4 standard errors; seeds are fixed, so the test is deterministic.
 import math
 import random
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_spvit.data.augment import normalize
 from keras_spvit.data.random_erasing import random_erasing, sample_erasing_boxes
+
+# Pure TensorFlow code (it runs inside tf.data whatever the Keras backend), so
+# the results cannot depend on KERAS_BACKEND: the whole file runs on TensorFlow,
+# and tests/data/test_train_augment.py runs it through the pipeline on every backend.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="pure TensorFlow, backend-independent: tested on TensorFlow; "
+    "test_train_augment.py covers every backend",
+)
 
 FILL = -1.0  # never written by erasing with the values used below
 

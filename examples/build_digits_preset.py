@@ -19,14 +19,14 @@ import keras
 import numpy as np
 
 import keras_spvit
-from keras_spvit.data.sources import DIGITS_MEAN, DIGITS_STD, digits_uint8
+from keras_spvit.data import digits_split
+from keras_spvit.data.sources import DIGITS_MEAN, DIGITS_STD
 from keras_spvit.models.pretrained import default_preprocessor
 
 
 def digits_accuracy(classifier, split="test"):
     """Top-1 of a classifier with a preprocessor on raw uint8 digits (3 channels)."""
-    images, labels = digits_uint8(split)
-    images = np.repeat(images[..., None], 3, axis=-1)
+    images, labels = digits_split(split)
     logits = classifier.predict(images, batch_size=512, verbose=0)
     logits = logits["logits"] if isinstance(logits, dict) else logits
     return float(np.mean(np.argmax(keras.ops.convert_to_numpy(logits), -1) == labels))

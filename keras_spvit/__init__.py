@@ -1,62 +1,15 @@
-"""keras_spvit: vision transformers with learned spatial structure, in Keras 3."""
+"""keras_spvit: vision transformers with learned spatial structure, in Keras 3.
 
-from keras_spvit import layers
-from keras_spvit.models.official_weights import load_official_weights
-from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
-from keras_spvit.models.spvit.spvit_builders import (
-    LVViT_L,
-    LVViT_M,
-    LVViT_S,
-    LVViT_Tiny,
-    SPViT,
-    SPViT_L,
-    SPViT_L_Released,
-    SPViT_M,
-    SPViT_S,
-    SPViT_Tiny,
-)
-from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
-from keras_spvit.search import search
+`import keras_spvit` imports the whole API (and so registers its Keras classes
+for `keras.saving.load_model`). The `keras-spvit` command starts lazily
+instead (the names load on first use, PEP 562), so that `--help` and argument
+errors answer before any backend starts.
+"""
+
+import os as _os
+import sys as _sys
+
 from keras_spvit.version import __version__
-from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
-from keras_spvit.models.refined_vit.refined_vit_builders import (
-    RefinedViT,
-    RefinedViT_L,
-    RefinedViT_M,
-    RefinedViT_S,
-    RefinedViT_Tiny,
-)
-from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
-    RefinedViTImageClassifier,
-)
-from keras_spvit.models.token_labeling_image_classifier import TokenLabelingImageClassifier
-from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
-from keras_spvit.models.psvit.psvit_builders import (
-    PSViT,
-    PSViT_1D_Tiny,
-    PSViT_2D_Small,
-    PSViT_2D_Tiny,
-    PSViT_Tiny_CPU,
-    PlainViT_Small,
-    PlainViT_Tiny,
-)
-from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
-from keras_spvit.utils.flops import count_macs
-from keras_hub import upload_preset
-from keras_spvit.models.center_crop_image_converter import CenterCropImageConverter
-from keras_spvit.models.convert import convert_checkpoint
-from keras_spvit.models.psvit.psvit_image_classifier_preprocessor import (
-    PSViTImageClassifierPreprocessor,
-)
-from keras_spvit.models.psvit.psvit_image_converter import PSViTImageConverter
-from keras_spvit.models.refined_vit.refined_vit_image_classifier_preprocessor import (
-    RefinedViTImageClassifierPreprocessor,
-)
-from keras_spvit.models.refined_vit.refined_vit_image_converter import RefinedViTImageConverter
-from keras_spvit.models.spvit.spvit_image_classifier_preprocessor import (
-    SPViTImageClassifierPreprocessor,
-)
-from keras_spvit.models.spvit.spvit_image_converter import SPViTImageConverter
 
 __all__ = [
     "CenterCropImageConverter",
@@ -96,6 +49,7 @@ __all__ = [
     "SPViT_Tiny",
     "TokenLabelingImageClassifier",
     "__version__",
+    "attention_maps",
     "convert_checkpoint",
     "count_macs",
     "layers",
@@ -103,3 +57,43 @@ __all__ = [
     "search",
     "upload_preset",
 ]
+
+
+def _launched_lazily():
+    # The console script (`keras-spvit`), `python -m keras_spvit.cli` (argv[0]
+    # is "-m" while the module is located), or an explicit request.
+    if _os.environ.get("KERAS_SPVIT_LAZY_IMPORT") == "1":
+        return True
+    launcher = _os.path.basename(_sys.argv[0]) if _sys.argv and _sys.argv[0] else ""
+    return launcher in ("keras-spvit", "keras-spvit.exe", "-m")
+
+
+def load():
+    """Imports the whole public API and registers every Keras class of keras_spvit.
+
+    Only needed after a lazy start (see the module docstring); `import
+    keras_spvit` does it already.
+
+    Example:
+
+    >>> import keras_spvit
+    >>> keras_spvit.load()
+    """
+    from keras_spvit import _api
+
+    globals().update({name: getattr(_api, name) for name in __all__ if name != "__version__"})
+
+
+def __getattr__(name):
+    if name in __all__:
+        load()
+        return globals()[name]
+    raise AttributeError(f"module 'keras_spvit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if not _launched_lazily():
+    load()

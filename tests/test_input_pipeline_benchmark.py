@@ -28,10 +28,11 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     rows = bench.main(argv)
 
     names = [r["name"] for r in rows]
-    assert names == ["train", "train_off", "eval", "read file", "decode JPEG", "crop+resize",
+    assert names == ["train", "train_batched", "train_off", "eval", "read file", "decode JPEG", "crop+resize",
                      "flip", "RandAugment", "erasing", "normalise", "batch"]
     for r in rows:
-        assert r["kind"] == ("pipeline" if r["name"] in ("train", "train_off", "eval") else "stage")
+        pipelines = ("train", "train_batched", "train_off", "eval")
+        assert r["kind"] == ("pipeline" if r["name"] in pipelines else "stage")
         assert len(r["times_s"]) == 1
         for key in ("images_per_s", "min", "max", "ms_per_image"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
@@ -41,9 +42,11 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     by_name = {r["name"]: r for r in rows}
     # Training drops the partial batch; evaluation and the stages see every image.
     assert by_name["train"]["images"] == by_name["train_off"]["images"] == 8
+    assert by_name["train_batched"]["images"] == 8
     assert by_name["eval"]["images"] == by_name["decode JPEG"]["images"] == 8
-    assert by_name["train"]["ratio"] == (by_name["train"]["images_per_s"]
-                                         / by_name["train_off"]["images_per_s"])
+    for name in ("train", "train_batched"):
+        assert by_name[name]["ratio"] == (by_name[name]["images_per_s"]
+                                          / by_name["train_off"]["images_per_s"])
     # Stage costs add up to the last cumulative pipeline's ms/image.
     stages = [r for r in rows if r["kind"] == "stage"]
     assert math.isclose(sum(r["stage_ms"] for r in stages), stages[-1]["ms_per_image"])

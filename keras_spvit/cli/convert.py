@@ -32,7 +32,7 @@ def _override(text):
 
 
 def add_parser(subparsers):
-    from keras_spvit.models.convert import DEFAULT_TOLERANCE, variant_names
+    from keras_spvit.cli.common import add_run_options, fraction, positive_int
 
     parser = subparsers.add_parser(
         "convert",
@@ -46,15 +46,17 @@ def add_parser(subparsers):
     )
     parser.add_argument("checkpoint", help="official checkpoint (.pth, .pth.tar), .weights.h5 or preset")
     parser.add_argument("out_dir", help="preset folder to write")
-    parser.add_argument("--variant", required=True, choices=variant_names(), metavar="VARIANT",
-                        help="architecture of the checkpoint: " + ", ".join(variant_names()))
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--variant", required=True, metavar="VARIANT",
+                        help="architecture of the checkpoint, a key of the variant tables "
+                        "(keras_spvit.models.convert.variant_names()), e.g. spvit_s, lvvit_m, "
+                        "refined_vit_s, psvit_2d_tiny")
+    parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes of the heads (default: the checkpoint's; another count "
                              "keeps the backbone and starts fresh heads)")
     parser.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
                         help="input size, SIZE or HEIGHTxWIDTH (default: the checkpoint's; "
                              "another one resamples the position embedding)")
-    parser.add_argument("--crop-pct", type=float, default=None,
+    parser.add_argument("--crop-pct", type=fraction, default=None,
                         help="center-crop fraction of the preprocessing (default: the variant's)")
     parser.add_argument("--prefer-ema", action="store_true",
                         help="convert the checkpoint's EMA weights when it has them")
@@ -64,18 +66,42 @@ def add_parser(subparsers):
                              "e.g. --set stem=4_2 --set patch_size=16")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification input")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="largest logit difference accepted (default %(default)g)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest logit difference accepted (default: "
+                        "keras_spvit.models.convert.DEFAULT_TOLERANCE, 1e-5)")
+    add_run_options(parser)
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args):
-    from keras_spvit.models.convert import VerificationError, convert_checkpoint
+    import os
 
+    from keras_spvit.cli.common import UsageError, one_line
+    from keras_spvit.models.convert import (
+        DEFAULT_TOLERANCE,
+        VerificationError,
+        convert_checkpoint,
+        variant_names,
+    )
+    from keras_spvit.models.presets import is_registered
+
+    if args.variant not in variant_names():
+        raise UsageError(
+            f"--variant: unknown variant {args.variant!r}. Expected one of "
+            f"{', '.join(variant_names())}."
+        )
+    checkpoint = args.checkpoint
+    if not (os.path.exists(checkpoint) or is_registered(checkpoint) or "://" in checkpoint):
+        raise UsageError(
+            f"no such checkpoint: {checkpoint!r}. Expected an official checkpoint file "
+            "(.pth, .pth.tar), a .weights.h5 file or a preset."
+        )
+    if os.path.isfile(args.out_dir):
+        raise UsageError(f"out_dir {args.out_dir!r} is a file. Expected a folder to write.")
     try:
         report = convert_checkpoint(
-            args.checkpoint,
+            checkpoint,
             args.out_dir,
             args.variant,
             num_classes=args.num_classes,
@@ -85,13 +111,12 @@ def run(args):
             overrides=dict(args.overrides),
             overwrite=args.overwrite,
             seed=args.seed,
-            tolerance=args.tolerance,
+            tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
         )
     except VerificationError as error:
         print(f"keras-spvit convert: verification failed:\n{error}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
-        print(f"keras-spvit convert: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot convert {checkpoint!r}: {one_line(error)}") from error
     print(report)
     return 0

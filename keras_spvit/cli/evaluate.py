@@ -1,17 +1,29 @@
 """`keras-spvit evaluate`: accuracy, loss and images/s of a model on a split."""
 
+import os
 import time
 
 
 def add_parser(subparsers):
-    from keras_spvit.cli.common import add_data_arguments, add_model_argument
+    from keras_spvit.cli.common import (
+        add_data_arguments,
+        add_model_argument,
+        add_preprocessing_arguments,
+        add_run_options,
+    )
 
     parser = subparsers.add_parser(
-        "evaluate", help="top-1 / top-5 accuracy, loss and images/s on a data split"
+        "evaluate", help="top-1 / top-5 accuracy, loss and images/s on a data split",
+        description="Evaluate a model on a data split with the model's own preprocessing: "
+        "a run directory's recorded one, else the model's keras-hub preprocessor (a preset, "
+        "an official checkpoint's variant), else the data source's defaults. --crop-pct, "
+        "--mean and --std override it; the output says which one was used.",
     )
     add_model_argument(parser)
     add_data_arguments(parser, split_default="test")
+    add_preprocessing_arguments(parser)
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    add_run_options(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -46,7 +58,9 @@ def evaluate(model, dataset):
         loss_sum += float(-log_probs[np.arange(len(labels)), labels].sum())
         seen += len(labels)
     if not seen:
-        raise SystemExit("error: the evaluation data is empty")
+        from keras_spvit.cli.common import UsageError
+
+        raise UsageError("the evaluation data is empty")
     return {
         "examples": seen,
         "top1": correct1 / seen,
@@ -57,14 +71,36 @@ def evaluate(model, dataset):
 
 
 def run(args):
-    from keras_spvit.cli.common import load_model, pipeline_options, write_json
-    from keras_spvit.data.sources import source_dataset
+    from keras_spvit.cli.common import (
+        UsageError,
+        load_model,
+        model_classes,
+        resolve_model,
+        resolve_preprocessing,
+        write_json,
+    )
+    from keras_spvit.data.sources import SourceError, check_source, source_dataset
 
-    model, _ = load_model(args)
-    image_size = args.image_size or model.input_shape[1]
+    kind, _ = resolve_model(args.model, args.weights)
+    try:
+        info = check_source(args.data, args.split, args.data_dir)
+    except SourceError as error:
+        raise UsageError(str(error)) from None
+    if args.json and os.path.isdir(args.json):
+        raise UsageError(f"--json {args.json!r} is a folder. Expected a file name.")
+    model, run_dir = load_model(args, kind)
+    classes = model_classes(model)
+    if info.get("num_classes") and info["num_classes"] > classes:
+        raise UsageError(
+            f"--data {args.data!r} has {info['num_classes']} classes; the model predicts "
+            f"{classes}. Expected a model trained on this data."
+        )
+    preprocessing = resolve_preprocessing(args, model, run_dir, data=args.data)
+    print(preprocessing.describe())
     dataset, _ = source_dataset(
-        args.data, args.split, image_size=image_size, batch_size=args.batch_size,
-        training=False, data_dir=args.data_dir, **pipeline_options(args),
+        args.data, args.split, image_size=preprocessing.pipeline_size(),
+        batch_size=args.batch_size, training=False, data_dir=args.data_dir,
+        **preprocessing.options(),
     )
     results = evaluate(model, dataset)
     ips = results["images_per_second"]
@@ -75,5 +111,5 @@ def run(args):
         f"{'n/a' if ips is None else f'{ips:.1f}'} images/s"
     )
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, {**results, "preprocessing": preprocessing.to_dict()})
     return 0

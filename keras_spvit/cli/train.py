@@ -4,44 +4,53 @@ import os
 
 
 def add_parser(subparsers):
-    from keras_spvit.cli.common import add_data_arguments
-    from keras_spvit.training.hardware import PRECISIONS
+    from keras_spvit.cli.common import (
+        add_data_arguments,
+        add_run_options,
+        positive_int,
+    )
 
     parser = subparsers.add_parser(
         "train",
         help="train a model (resumes from OUT if interrupted)",
         description="Train a model with a recipe. Rerunning the same command after an "
         "interruption resumes from OUT/backup. Writes OUT/model.keras, per-epoch "
-        "checkpoints, log.csv, TensorBoard logs and summary.json.",
+        "checkpoints, log.csv, TensorBoard logs and summary.json. Arguments and data are "
+        "checked before OUT is created.",
     )
     parser.add_argument("--model", default="SPViT_Tiny", help="builder name, e.g. SPViT_S")
     parser.add_argument("--model-args", default=None,
                         help='JSON of builder arguments, e.g. \'{"drop_path_rate": 0.1}\'')
     parser.add_argument("--weights", default=None,
                         help="initial weights: preset, preset folder, .weights.h5 or checkpoint")
-    add_data_arguments(parser, split_default="train")
+    add_data_arguments(parser, split_default="train", training=True)
     parser.add_argument("--val-data", default=None,
                         help="validation source (default: --data with --val-split)")
     parser.add_argument("--val-split", default=None,
                         help="validation split (default: test for digits, validation for tfds)")
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--recipe", default="digits", help="named recipe (see keras_spvit.training.RECIPES)")
+    parser.add_argument("--num-classes", type=positive_int, default=None)
+    parser.add_argument("--recipe", default="digits",
+                        help="named recipe (see keras_spvit.training.RECIPES)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE",
                         help="override a recipe field, e.g. --set mixup_alpha=0.8 (repeatable)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
-                        help="auto (default): bf16 on GPUs/TPUs with bfloat16 units, "
-                        "float32 on CPUs")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (default: bf16 on GPUs/TPUs with bfloat16 units, float32 on "
+                        "CPUs) or a name of keras_spvit.training.hardware.PRECISIONS "
+                        "(float32, bf16, fp16)")
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA compilation (default auto: on for TensorFlow and JAX, also "
                         "under multi-GPU strategies; off on torch)")
     parser.add_argument("--distribute", choices=("none", "auto", "mirrored", "multi_worker"),
                         default="auto", help="data parallel engine (default: auto)")
-    parser.add_argument("--save-every", type=int, default=None,
+    parser.add_argument("--save-every", type=positive_int, default=None,
                         help="also back up every N batches (default: every epoch)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=None, help="Keras fit verbosity")
+    parser.add_argument("--verbose", type=int, nargs="?", const=1, default=None, metavar="N",
+                        help="Keras fit verbosity (0, 1, 2); --verbose (N > 0) also keeps "
+                        "TensorFlow's C++ logs")
+    add_run_options(parser, verbose=False)
     parser.set_defaults(run=run)
     return parser
 
@@ -114,34 +123,103 @@ def build_model(args, num_classes, image_size, recipe, dtype="float32"):
     return get_builder(args.model)(num_classes=num_classes, **kwargs)
 
 
-def run(args):
-    import keras
+def check_arguments(args):
+    """Checks the arguments and the data of a run before anything is built or written.
 
-    from keras_spvit.cli.common import parse_overrides, pipeline_options, write_json
-    from keras_spvit.data.sources import parse_source, source_dataset, source_info
-    from keras_spvit.training import data_parallel, distribute_input, fit, get_recipe
-    from keras_spvit.training.trainer import for_model
-    from keras_spvit.training.hardware import resolve_jit, resolve_precision
+    Args:
+        args: the parsed `train` arguments.
 
-    recipe = get_recipe(args.recipe, **parse_overrides(args.overrides))
+    Returns:
+        A dict: `recipe`, `num_classes`, `class_names`, `val_source`,
+        `val_split`.
+
+    Raises:
+        UsageError: naming the bad value and what was expected.
+
+    Example:
+
+    >>> plan = check_arguments(build_parser().parse_args(["train", "--out", "runs/x"]))
+    """
+    from keras_spvit.cli.common import (
+        UsageError,
+        check_recipe_overrides,
+        check_weights,
+        get_builder,
+        parse_json_dict,
+        parse_overrides,
+        user_errors,
+    )
+    from keras_spvit.data.sources import SourceError, check_source, parse_source
+    from keras_spvit.training.hardware import PRECISIONS
+
+    if args.precision != "auto" and args.precision not in PRECISIONS:
+        raise UsageError(
+            f"--precision: unknown precision {args.precision!r}. Expected one of "
+            f"{['auto', *PRECISIONS]}."
+        )
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out!r} is a file. Expected a run directory.")
     finished = os.path.join(args.out, "summary.json")
     if os.path.exists(finished):
-        raise SystemExit(
-            f"error: {finished} exists: a finished run is in {args.out!r}. Delete it or "
+        raise UsageError(
+            f"--out {args.out!r}: {finished} exists: a finished run is there. Delete it or "
             "choose another --out."
         )
-    keras.utils.set_random_seed(args.seed)
-    kind, _ = parse_source(args.data)
-    val_source = args.val_data or (args.data if kind in ("digits", "tfds") else None)
-    val_split = args.val_split or {"digits": "test", "tfds": "validation"}.get(kind, args.split)
-
-    info = source_info(args.data, args.data_dir)
+    recipe = check_recipe_overrides(args.recipe, parse_overrides(args.overrides))
+    with user_errors(f"--recipe {args.recipe} with --set {' '.join(args.overrides or [])}"):
+        train_augment(recipe, args.seed)  # checks the augmentation values (built again below)
+    get_builder(args.model)
+    parse_json_dict(args.model_args, "--model-args")
+    check_weights(args.weights)
+    try:
+        info = check_source(args.data, args.split, args.data_dir)
+        kind, _ = parse_source(args.data)
+        val_source = args.val_data or (args.data if kind in ("digits", "tfds") else None)
+        val_split = args.val_split or {"digits": "test", "tfds": "validation"}.get(
+            kind, args.split)
+        if val_source:
+            check_source(val_source, val_split, args.data_dir, flag="--val-data",
+                         split_flag="--val-split")
+    except SourceError as error:
+        raise UsageError(str(error)) from None
     num_classes = args.num_classes or info["num_classes"]
+    if info.get("num_classes") and num_classes < info["num_classes"]:
+        raise UsageError(
+            f"--num-classes {num_classes}: {args.data!r} has {info['num_classes']} classes. "
+            f"Expected at least {info['num_classes']}."
+        )
+    return {"recipe": recipe, "num_classes": num_classes,
+            "class_names": info.get("class_names"), "val_source": val_source,
+            "val_split": val_split}
+
+
+def run(args):
+    plan = check_arguments(args)  # nothing is built or written before this passes
+
+    import keras
+
+    from keras_spvit.cli.common import pipeline_options, user_errors, write_json
+    from keras_spvit.data.sources import source_dataset, source_preprocessing
+    from keras_spvit.training import data_parallel, distribute_input, fit
+    from keras_spvit.training.hardware import resolve_jit, resolve_precision
+    from keras_spvit.training.trainer import for_model
+
+    recipe, num_classes = plan["recipe"], plan["num_classes"]
+    val_source, val_split = plan["val_source"], plan["val_split"]
+    keras.utils.set_random_seed(args.seed)
     options = pipeline_options(args)
     dtype = resolve_precision(args.precision)
+    asked = " ".join(
+        f"{flag} {value}" for flag, value in (
+            ("--model", args.model), ("--model-args", args.model_args),
+            ("--weights", args.weights), ("--image-size", args.image_size))
+        if value is not None
+    )
     with data_parallel(args.distribute) as replicas:
         jit = resolve_jit(args.jit, replicas, dtype)
-        model = build_model(args, num_classes, args.image_size, recipe, dtype)
+        # The builders check their arguments before building anything.
+        with user_errors(asked, (ValueError, TypeError) if args.model_args else (ValueError,)):
+            model = build_model(args, num_classes, args.image_size, recipe, dtype)
         image_size = args.image_size or model.input_shape[1]
         augment = train_augment(recipe, args.seed)
 
@@ -164,31 +242,51 @@ def run(args):
                 val_source, val_split, image_size=image_size, batch_size=args.batch_size,
                 training=False, num_classes=num_classes, data_dir=args.data_dir, **options,
             )
+        # What `evaluate` and `predict` read back to preprocess like the run did.
+        preprocessing = {"image_size": [image_size, image_size],
+                         **source_preprocessing(args.data, **options)}
         write_json(os.path.join(args.out, "train_config.json"),
                    {**vars(args), "run": None, "recipe": recipe.to_dict(),
                     "num_classes": num_classes, "image_size": image_size,
+                    "preprocessing": preprocessing, "val_data": val_source,
+                    "val_split": val_split if val_source else None,
                     "replicas": replicas, "backend": keras.backend.backend(),
                     "dtype_policy": dtype, "jit_compile": jit})
-        if info.get("class_names"):
-            write_json(os.path.join(args.out, "class_names.json"), info["class_names"])
+        if plan["class_names"]:
+            write_json(os.path.join(args.out, "class_names.json"), plan["class_names"])
         summary = fit(
             model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
             epochs=args.epochs, save_freq=args.save_every or "epoch", jit_compile=jit,
             verbose="auto" if args.verbose is None else args.verbose,
         )
-    print_summary(summary, replicas, dtype, jit)
+    print_summary(summary, replicas, dtype, jit,
+                  data=f"{args.data} [{args.split}]" if parse_kind(args.data) in (
+                      "digits", "tfds") else args.data)
     return 0
 
 
-def print_summary(summary, replicas=1, dtype="float32", jit=False):
+def parse_kind(source):
+    from keras_spvit.data.sources import parse_source
+
+    return parse_source(source)[0]
+
+
+def print_summary(summary, replicas=1, dtype="float32", jit=False, data=None):
+    """Prints the end of a run: model, data, recipe, accuracies, where the files are.
+
+    Example:
+
+    >>> print_summary(json.load(open("runs/digits/summary.json")), data="digits [train]")
+    """
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
     ips = summary.get("images_per_second")
+    on = f" on {data}" if data else ""
     print(
-        f"\nDone: {summary['model']} ({summary['recipe']}, {summary['epochs']} epochs, "
-        f"{replicas} device{'s' if replicas != 1 else ''}, {dtype}, XLA {'on' if jit else 'off'}) "
-        f"in {summary['seconds']:.0f} s\n"
+        f"\nDone: {summary['model']}{on} (recipe {summary['recipe']}, {summary['epochs']} "
+        f"epochs, {replicas} device{'s' if replicas != 1 else ''}, {dtype}, "
+        f"XLA {'on' if jit else 'off'}) in {summary['seconds']:.0f} s\n"
         f"  train accuracy  {pct(summary['train_accuracy'])}\n"
         f"  val accuracy    {pct(summary['val_accuracy'])}\n"
         f"  images/s        {'n/a' if ips is None else f'{ips:.1f}'} (training)\n"

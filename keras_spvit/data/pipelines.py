@@ -5,7 +5,10 @@ All three sources feed one shared pipeline, `classification_pipeline`:
 - training: shuffle (seeded) -> per-example `TrainAugment` in a parallel map
   (crop, flip, RandAugment, normalise, random erasing) ->
   `batch(drop_remainder=True)` -> per-batch label smoothing and MixUp / CutMix
-  -> `prefetch`;
+  -> `prefetch`; with `TrainAugment(batch_rand_augment=True)` the per-example
+  map crops, flips and makes RandAugment's draws, and a parallel map after
+  `batch` applies RandAugment, normalisation and erasing to the batch (the
+  same batches, bit for bit);
 - evaluation: `eval_transform` (resize, center crop, normalise) -> optional
   `cache` -> `batch` (the last, smaller batch is kept) -> `prefetch`.
 
@@ -275,12 +278,25 @@ def classification_pipeline(
             # Random erasing works on normalised pixels, as timm's.
             return augment.erase(normalize(image, mean, std), example_seed), label
 
+        def crop_example(x, label, example_seed):
+            # RandAugment per batch: the example map crops, flips and draws.
+            if not decoded:
+                x, label = prepare(x, label)
+            pixels, draws = augment.example(x, image_size, example_seed)
+            return pixels, draws, example_seed, label
+
+        def finish_batch(pixels, draws, seeds, labels):
+            return augment.finish_batch(pixels, draws, seeds, mean, std), labels
+
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         # Shared: every pipeline draws the single-worker seeds, then keeps its share.
         dataset = _with_seeds(dataset, seed, 0 if share else pipeline_id, salt=0)
         if share:
             dataset = _worker_share(dataset, global_batch, num_pipelines, pipeline_id)
-        dataset = dataset.map(train_example, num_parallel_calls=num_parallel_calls)
+        if augment.batches_rand_augment:
+            dataset = dataset.map(crop_example, num_parallel_calls=num_parallel_calls)
+        else:
+            dataset = dataset.map(train_example, num_parallel_calls=num_parallel_calls)
     else:
 
         def eval_example(x, label):
@@ -292,6 +308,8 @@ def classification_pipeline(
         dataset = _cache(dataset.map(eval_example, num_parallel_calls=num_parallel_calls), cache)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
+    if training and augment.batches_rand_augment:
+        dataset = dataset.map(finish_batch, num_parallel_calls=num_parallel_calls)
     if training and tf.executing_eagerly() and int(dataset.cardinality()) == 0:
         raise ValueError(
             f"The training set is smaller than one batch, and the last partial batch is "

@@ -48,10 +48,12 @@ fill 0, then the fill is added back); truncated to the uint8 grid as PIL
 truncates. Inside the image it agrees with PIL's bilinear values within one
 level (tests check this); the one-pixel border blends with the fill colour
 where PIL repeats the edge pixel. The colour operations are the same, PIL-
-exact, code in both modes (per-value ones as 256-entry tables per channel:
-one `tf.gather`; equalize with one `tf.math.bincount` for the three
-histograms). `exact=True` is the PIL-exact path described next. The draws
-(`RandAugment.sample`) do not depend on the mode.
+exact, code in both modes, elementwise (autocontrast as its per-channel
+affine map in float64, PIL's table arithmetic at each pixel's level;
+selections as arithmetic, several times cheaper than `tf.where` on an
+image) except equalize (one `tf.math.bincount` for the histograms, one
+`tf.gather` through the tables). `exact=True` is the PIL-exact path
+described next. The draws (`RandAugment.sample`) do not depend on the mode.
 
 In the exact mode, geometric operations follow PIL's affine resampling exactly: output pixel
 centres `(x + 0.5, y + 0.5)` mapped by the inverse affine matrix; a source
@@ -65,6 +67,19 @@ unlike PIL and works in float32 (it is about 4x cheaper than this exact
 path for one bilinear warp: the price of PIL's values). Shear and
 translate move pixels along one axis only and take a one-dimensional
 path; rotate takes the two-dimensional one.
+
+Batches. `RandAugment.apply_batch` applies per-image draws (`sample`, one
+seed per image, batched by `tf.data`) to a whole batch without per-image
+control flow: per round, the images are partitioned by the family of the
+operation they drew (`tf.dynamic_partition` over uint8 pixels), each
+family's kernel runs once on its sub-batch with per-image arguments (one
+`ImageProjectiveTransformV3` call with a transform row per image for the
+five geometric operations; Posterize/Solarize/SolarizeAdd/Invert as one
+point kernel; Color/Contrast/Brightness as one blend), and the results are
+stitched back (`tf.dynamic_stitch`). The result equals `__call__` image by
+image, bit for bit (tests check it for every operation, with label maps).
+The kernels are batched in both paths (the per-image path runs them on a
+batch of one), and work per pixel or per image and channel only.
 
 Dense label maps (token labeling, see `shared/spec/TOKEN-LABELING.md`)
 ride along: the geometric operations apply the same transform to a label
@@ -98,6 +113,7 @@ __all__ = [
     "apply_op",
     "level_to_arg",
     "parse_policy",
+    "quantize",
 ]
 
 # timm's `_RAND_TRANSFORMS` and `_RAND_INCREASING_TRANSFORMS`, in timm's order.
@@ -347,66 +363,61 @@ def level_to_arg(name, magnitude, negate=False, translate_pct=0.45):
 # === Colour operations (uint8 values in float32) ===
 
 
-def _truncate(values):
-    # PIL stores a float result into uint8 by clipping to [0, 255] and
-    # truncating (`Image.blend`, affine resampling): floor on the clipped value.
-    return tf.floor(tf.clip_by_value(values, 0.0, 255.0))
+# The kernels below work on a BATCH `(n, height, width, channels)` with one
+# argument per image (`(n,)`, float64): the batched fast path
+# (`RandAugment.apply_batch`) runs each once on the images that drew it
+# (`n` may be 0), and the per-image paths call them on a batch of one, so
+# both give the same values. Every value is computed per pixel or per image
+# and channel exactly as for one image (no reduction across images).
 
 
-def _blend(degenerate, image, factor):
-    # `Image.blend(degenerate, image, factor)`: `in1 + alpha * (in2 - in1)` in
-    # float32 (PIL's alpha is a C float), then truncated.
-    factor = tf.cast(factor, tf.float32)
-    return _truncate(degenerate + factor * (image - degenerate))
+def _per_image(values, dtype=tf.float32):
+    # `(n,)` arguments -> `(n, 1, 1, 1)`, broadcasting against the batch.
+    return tf.reshape(tf.cast(values, dtype), (-1, 1, 1, 1))
 
 
-def _grey(image):
-    # PIL's RGB -> L; integers below 2**24, so exact in float32.
-    r, g, b = tf.unstack(image, axis=-1)
-    total = r * _L_WEIGHTS[0] + g * _L_WEIGHTS[1] + b * _L_WEIGHTS[2] + 32768.0
-    return tf.floor(total / 65536.0)
+def _one(op):
+    """The batched kernel `op(images, args)` as a per-image `op(image, arg)`."""
+
+    def run(image, arg=0.0):
+        return op(image[None], tf.reshape(_float64(arg), (1,)))[0]
+
+    return run
 
 
-def _lookup(image, table):
-    # One gather through per-channel tables `(channels, 256)`: the image holds
-    # integers 0..255, so a table reproduces any per-value map exactly.
-    channels = table.shape[0]
-    index = tf.cast(image, tf.int32) + tf.range(channels) * 256
-    return tf.gather(tf.reshape(table, [-1]), index)
-
-
-def _auto_contrast(image):
+def _auto_contrast_batch(images, args=None):
     # ImageOps.autocontrast(cutoff=0): per channel `int(v * scale + offset)`
-    # with `scale = 255 / (hi - lo)`, `offset = -lo * scale` in float64;
-    # unchanged when the channel is flat. Evaluated on the 256 levels (float64,
-    # PIL's values) and applied as a table.
-    low = tf.reduce_min(image, axis=(0, 1))
-    high = tf.reduce_max(image, axis=(0, 1))
-    flat = (high <= low)[:, None]
-    scale = 255.0 / tf.cast(tf.where(flat, 1.0, (high - low)[:, None]), tf.float64)
-    offset = -tf.cast(low[:, None], tf.float64) * scale
-    levels = tf.range(256, dtype=tf.float64)[None, :]
-    table = tf.where(flat, levels, _truncate(levels * scale + offset))
-    return _lookup(image, tf.cast(table, tf.float32))
+    # with `scale = 255 / (hi - lo)`, `offset = -lo * scale` in float64 (PIL's
+    # table, computed at the pixel's own level: the same float64 operations);
+    # unchanged when the channel is flat. Elementwise, no table lookup.
+    # A flat channel maps through scale 1 and offset 0: `v * 1 + 0` is `v`.
+    low = tf.reduce_min(images, axis=(1, 2), keepdims=True)
+    high = tf.reduce_max(images, axis=(1, 2), keepdims=True)
+    flat = high <= low
+    scale = 255.0 / tf.cast(tf.where(flat, 1.0, high - low), tf.float64)
+    offset = tf.where(flat, tf.zeros_like(scale), -tf.cast(low, tf.float64) * scale)
+    scale = tf.where(flat, tf.ones_like(scale), scale)
+    return tf.cast(_truncate(tf.cast(images, tf.float64) * scale + offset), tf.float32)
 
 
-def _equalize(image):
+def _equalize_batch(images, args=None):
     # ImageOps.equalize: per channel `step = (total - count of the highest
     # value present) // 256`, `lut[i] = (step // 2 + count below i) // step`
     # (PIL clips the table to 255); identity when `step` is 0. One bincount
-    # for the three histograms, one gather for the three tables.
-    channels = image.shape[-1] or 3
-    values = tf.cast(image, tf.int32) + tf.range(channels) * 256
+    # for the histograms of every image and channel, one gather for the tables.
+    channels = images.shape[-1] or 3
+    shape = tf.shape(images)
+    tables = shape[0] * channels
+    offsets = tf.reshape(tf.range(tables) * 256, (-1, 1, 1, channels))
+    values = tf.cast(images, tf.int32) + offsets
     counts = tf.reshape(
-        tf.math.bincount(
-            tf.reshape(values, [-1]), minlength=256 * channels, maxlength=256 * channels
-        ),
-        (channels, 256),
+        tf.math.bincount(tf.reshape(values, [-1]), minlength=256 * tables, maxlength=256 * tables),
+        (tables, 256),
     )
     total = tf.reduce_sum(counts, axis=1)
     levels = tf.range(256)
     highest = tf.reduce_max(tf.where(counts > 0, levels, -1), axis=1)
-    last = tf.gather(counts, highest, axis=1, batch_dims=1)
+    last = tf.gather(counts, tf.maximum(highest, 0), axis=1, batch_dims=1)
     step = (total - last) // 256
     below = tf.cumsum(counts, axis=1, exclusive=True)
     safe_step = tf.maximum(step, 1)[:, None]
@@ -415,49 +426,90 @@ def _equalize(image):
     return tf.cast(tf.gather(tf.reshape(lut, [-1]), values), tf.float32)
 
 
-def _posterize(image, bits):
+def _invert_batch(images, args=None):
+    return 255.0 - images
+
+
+def _posterize_batch(images, bits):
     # ImageOps.posterize: `v & ~(2 ** (8 - bits) - 1)`; timm keeps the image at 8+ bits.
-    unit = tf.cast(2.0 ** tf.maximum(8.0 - _float64(bits), 0.0), tf.float32)
-    return tf.floor(image / unit) * unit
+    unit = _per_image(2.0 ** tf.maximum(8.0 - bits, 0.0))
+    return tf.floor(images / unit) * unit
 
 
-def _solarize(image, threshold):
-    return tf.where(image < tf.cast(threshold, tf.float32), image, 255.0 - image)
+def _select(condition, if_true, if_false):
+    # `tf.where` on integer-valued float32 images as arithmetic: the same
+    # values (`f + 1 * (t - f)` is `t` exactly for integers below 2**24),
+    # several times faster than SelectV2 on a whole image.
+    return if_false + tf.cast(condition, tf.float32) * (if_true - if_false)
 
 
-def _solarize_add(image, addition, threshold=128.0):
-    added = tf.minimum(255.0, image + tf.cast(addition, tf.float32))
-    return tf.where(image < threshold, added, image)
+def _solarize_batch(images, threshold):
+    return _select(images < _per_image(threshold), images, 255.0 - images)
 
 
-def _color(image, factor):
-    return _blend(_grey(image)[..., None], image, factor)
+def _solarize_add_batch(images, addition, threshold=128.0):
+    added = tf.minimum(255.0, images + _per_image(addition))
+    return _select(images < threshold, added, images)
 
 
-def _contrast(image, factor):
+def _truncate(values):
+    # PIL stores a float result into uint8 by clipping to [0, 255] and
+    # truncating (`Image.blend`, affine resampling): floor on the clipped value.
+    return tf.floor(tf.clip_by_value(values, 0.0, 255.0))
+
+
+def _blend(degenerate, images, factor):
+    # `Image.blend(degenerate, image, factor)`: `in1 + alpha * (in2 - in1)` in
+    # float32 (PIL's alpha is a C float), then truncated.
+    return _truncate(degenerate + _per_image(factor) * (images - degenerate))
+
+
+def _grey(images):
+    # PIL's RGB -> L; integers below 2**24, so exact in float32.
+    r, g, b = tf.unstack(images, axis=-1)
+    total = r * _L_WEIGHTS[0] + g * _L_WEIGHTS[1] + b * _L_WEIGHTS[2] + 32768.0
+    return tf.floor(total / 65536.0)
+
+
+def _color_batch(images, factor):
+    return _blend(_grey(images)[..., None], images, factor)
+
+
+def _contrast_batch(images, factor):
     # ImageEnhance.Contrast: the degenerate is the mean grey level,
-    # `int(mean + 0.5)`, of the `L` image.
-    grey = tf.cast(_grey(image), tf.int32)
-    mean = tf.reduce_sum(grey) / tf.size(grey)  # float64
-    mean = tf.cast(tf.floor(mean + 0.5), tf.float32)
-    return _blend(mean, image, factor)
+    # `int(mean + 0.5)`, of the `L` image (an integer sum, float64 mean).
+    grey = tf.cast(_grey(images), tf.int32)
+    shape = tf.shape(grey)
+    mean = tf.reduce_sum(grey, axis=(1, 2)) / (shape[1] * shape[2])  # float64
+    return _blend(_per_image(tf.floor(mean + 0.5)), images, factor)
 
 
-def _brightness(image, factor):
-    return _blend(tf.zeros((), tf.float32), image, factor)
+def _brightness_batch(images, factor):
+    return _blend(tf.zeros((), tf.float32), images, factor)
 
 
-def _sharpness(image, factor):
+def _sharpness_batch(images, factor):
     # ImageEnhance.Sharpness: the degenerate is ImageFilter.SMOOTH (3x3
-    # kernel [1 1 1; 1 5 1; 1 1 1] / 13, rounded; border pixels copied).
-    # Integer sums are exact in float32 and (s + 6) / 13 never ties.
-    channels = image.shape[-1] or 3
-    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]])
-    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-    sums = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    # kernel [1 1 1; 1 5 1; 1 1 1] / 13, rounded; border pixels copied): a
+    # separable 3x3 box sum plus 4 x the centre. Integer sums are exact in
+    # float32 (in any order) and (s + 6) / 13 never ties.
+    rows = images[:, :, :-2] + images[:, :, 1:-1] + images[:, :, 2:]
+    centre = images[:, 1:-1, 1:-1]
+    sums = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:] + 4.0 * centre
     smooth = tf.floor((sums + 6.0) / 13.0)
-    smooth = image + tf.pad(smooth - image[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]])
-    return _blend(smooth, image, factor)
+    smooth = images + tf.pad(smooth - centre, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    return _blend(smooth, images, factor)
+
+
+_auto_contrast = _one(_auto_contrast_batch)
+_equalize = _one(_equalize_batch)
+_posterize = _one(_posterize_batch)
+_solarize = _one(_solarize_batch)
+_solarize_add = _one(_solarize_add_batch)
+_color = _one(_color_batch)
+_contrast = _one(_contrast_batch)
+_brightness = _one(_brightness_batch)
+_sharpness = _one(_sharpness_batch)
 
 
 # === Geometric operations ===
@@ -630,22 +682,33 @@ def _warp_label_map(label_map, matrix):
 
 
 def _projective_transform(images, matrix, interpolation):
-    """`ImageProjectiveTransformV3` of `(1, h, w, c)` float32 images with PIL's matrix.
+    """`ImageProjectiveTransformV3` of `(n, h, w, c)` float32 images with PIL's matrices.
 
-    PIL maps output pixel centres `(x + 0.5, y + 0.5)` through the matrix to
-    a source point in edge coordinates (pixel `i` covers `[i, i + 1)`); V3
-    maps the integer output index `(x, y)` to a source index (pixel `i`'s
-    centre at `i`). So `source_index = A (x + 0.5, y + 0.5) - 0.5`: the same
-    linear part, translation `c + (a + b) / 2 - 1 / 2` (and likewise for `f`).
-    Outside points read 0.
+    `matrix`: PIL's six entries, each a scalar (one matrix for every image)
+    or `(n,)` (one per image). PIL maps output pixel centres `(x + 0.5,
+    y + 0.5)` through the matrix to a source point in edge coordinates
+    (pixel `i` covers `[i, i + 1)`); V3 maps the integer output index
+    `(x, y)` to a source index (pixel `i`'s centre at `i`). So
+    `source_index = A (x + 0.5, y + 0.5) - 0.5`: the same linear part,
+    translation `c + (a + b) / 2 - 1 / 2` (and likewise for `f`). Outside
+    points read 0.
     """
+    return _v3(images, _v3_rows([tf.reshape(v, (-1,)) for v in matrix]), interpolation)
+
+
+def _v3_rows(matrix):
+    # PIL's matrix entries (any equal shapes) -> V3's transform rows `(..., 8)`, float64.
     a, b, c, d, e, f = matrix
-    transform = tf.stack(
-        [a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0]
+    zero = tf.zeros_like(a)
+    return tf.stack(
+        [a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, zero, zero], axis=-1
     )
+
+
+def _v3(images, rows, interpolation):
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
-        transforms=tf.cast(transform, tf.float32)[None],
+        transforms=tf.cast(rows, tf.float32),
         output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation=interpolation,
@@ -653,8 +716,8 @@ def _projective_transform(images, matrix, interpolation):
     )
 
 
-def _warp_image_fast(image, matrix, interpolation, fill):
-    """One V3 warp: bilinear (or nearest) in float32, the fill colour exact outside.
+def _warp_images_fast(images, matrix, interpolation, fill):
+    """One V3 warp of a batch: bilinear (or nearest) in float32, the fill colour exact outside.
 
     Warping `image - fill` with fill value 0 and adding `fill` back makes
     every outside point exactly `fill`. Border pixels whose bilinear
@@ -662,26 +725,42 @@ def _warp_image_fast(image, matrix, interpolation, fill):
     to the edge pixel instead). Truncated to the uint8 grid as PIL stores
     values; the small offset absorbs float32 rounding of exact integers.
     """
-    fill = tf.constant(fill, tf.float32)
+    # The fill as a whole image: a per-channel constant broadcast over
+    # (batch, height, width) costs several times a plain subtraction.
+    fill = tf.broadcast_to(tf.constant(fill, tf.float32), tf.shape(images)[1:])
     kind = "NEAREST" if interpolation == "nearest" else "BILINEAR"
-    out = _projective_transform((image - fill)[None], matrix, kind)[0]
+    if isinstance(matrix, tf.Tensor):  # V3 rows already (`_v3_rows`)
+        out = _v3(images - fill, matrix, kind)
+    else:
+        out = _projective_transform(images - fill, matrix, kind)
     return tf.floor(out + (fill + 1e-3))
 
 
-def _warp_label_map_fast(label_map, matrix):
-    """Nearest-neighbour V3 warp of a `(h, w)` / `(h, w, C)` map, fill 0.
+def _warp_image_fast(image, matrix, interpolation, fill):
+    return _warp_images_fast(image[None], matrix, interpolation, fill)[0]
+
+
+def _warp_label_maps_fast(label_maps, matrix):
+    """Nearest-neighbour V3 warp of `(n, h, w)` / `(n, h, w, C)` maps, fill 0.
 
     Through float32: integer class ids are exact up to 2**24. V3 rounds
     the source index, which picks the pixel PIL's NEAREST picks (the pixel
     containing the source point) except at float32 ties.
     """
-    values = tf.cast(label_map, tf.float32)
-    if label_map.shape.rank == 2:
+    values = tf.cast(label_maps, tf.float32)
+    if label_maps.shape.rank == 3:
         values = values[..., None]
-    out = _projective_transform(values[None], matrix, "NEAREST")[0]
-    if label_map.shape.rank == 2:
+    if isinstance(matrix, tf.Tensor):  # V3 rows already (`_v3_rows`)
+        out = _v3(values, matrix, "NEAREST")
+    else:
+        out = _projective_transform(values, matrix, "NEAREST")
+    if label_maps.shape.rank == 3:
         out = out[..., 0]
-    return tf.cast(out, label_map.dtype)
+    return tf.cast(out, label_maps.dtype)
+
+
+def _warp_label_map_fast(label_map, matrix):
+    return _warp_label_maps_fast(label_map[None], matrix)[0]
 
 
 # === One operation ===
@@ -883,7 +962,8 @@ def _fast_kind(name):
 
 
 def _fast_argument(row, magnitude, negate):
-    multiplier, floor, cap, signed, offset, slope, lower = tf.unstack(row[:7])
+    # `row`: one `(12,)` row, or `(n, 12)` rows with `(n,)` magnitudes and signs.
+    multiplier, floor, cap, signed, offset, slope, lower = tf.unstack(row[..., :7], axis=-1)
     value = magnitude / _LEVEL_DENOM * multiplier
     value = tf.minimum(tf.where(floor > 0.0, tf.floor(value), value), cap)
     value = tf.where(negate & (signed > 0.0), -value, value)
@@ -891,11 +971,57 @@ def _fast_argument(row, magnitude, negate):
 
 
 def _fast_matrix(row, arg, width, height):
-    is_rotate, b, c, d, f = tf.unstack(row[7:])
+    # PIL's six matrix entries, scalars (one row) or `(n,)` (rows `(n, 12)`).
+    is_rotate, b, c, d, f = tf.unstack(row[..., 7:], axis=-1)
     rotation = tf.stack(_affine_matrix("Rotate", arg, width, height))
-    one = tf.ones((), tf.float64)
+    one = tf.ones_like(arg)
     linear = tf.stack([one, arg * b, arg * c * width, arg * d, one, arg * f * height])
     return tf.unstack(tf.where(is_rotate > 0.0, rotation, linear))
+
+
+# The batched path groups the fast kinds into families that share one kernel
+# (fewer graph nodes per batch: each node costs time per batch in `tf.data`,
+# whether its sub-batch is empty or not). Per image, a family kernel computes
+# exactly what the operation's own kernel computes (see `_point_batch`,
+# `_grey_blend_batch`); the last family is "not applied".
+_FAMILIES = ("Geometric", "AutoContrast", "Equalize", "Point", "GreyBlend", "Sharpness")
+_FAMILY_OF_KIND = tuple(
+    {
+        "Invert": 3,
+        "Posterize": 3,
+        "Solarize": 3,
+        "SolarizeAdd": 3,
+        "Color": 4,
+        "Contrast": 4,
+        "Brightness": 4,
+    }.get(kind, _FAMILIES.index(kind) if kind in _FAMILIES else -1)
+    for kind in _FAST_KINDS
+)
+
+
+def _point_batch(images, unit, threshold, addition):
+    """Posterize, then Solarize, then SolarizeAdd, with per-image `(n,)` parameters.
+
+    Each point operation is this chain with the other two steps neutral,
+    and a neutral step returns its input exactly: `unit` 1 (`floor(x / 1) *
+    1 = x`), `threshold` 256, `addition` 0. Invert is Solarize at 0.
+    """
+    values = tf.floor(images / _per_image(unit)) * _per_image(unit)
+    values = _select(values < _per_image(threshold), values, 255.0 - values)
+    added = tf.minimum(255.0, values + _per_image(addition))
+    return _select(values < 128.0, added, values)
+
+
+def _grey_blend_batch(images, factor, grey_weight, mean_weight):
+    """Color, Contrast or Brightness per image: a blend with `grey_weight * L
+    + mean_weight * mean(L)`, weights 0 or 1 (`1 * v + 0 * w` is `v` exactly)."""
+    grey = _grey(images)
+    shape = tf.shape(grey)
+    mean = tf.reduce_sum(tf.cast(grey, tf.int32), axis=(1, 2)) / (shape[1] * shape[2])
+    degenerate = _per_image(grey_weight) * grey[..., None] + _per_image(
+        tf.cast(mean_weight, tf.float64) * tf.floor(mean + 0.5)
+    )
+    return _blend(degenerate, images, factor)
 
 
 # === RandAugment ===
@@ -1037,12 +1163,16 @@ class RandAugment:
             bicubic = tf.fill((n,), self.interpolation == "bicubic")
         return ops, applied, magnitude, negate, bicubic
 
+    def _fast_rows(self):
+        # `_argument_row` of each operation of the list, `(len(transforms), 12)`.
+        return tf.constant(
+            [_argument_row(name, self.translate_pct) for name in self.transforms], tf.float64
+        )
+
     def _fast_ops(self, pixels, label_map, ops, applied, magnitudes, negate):
         # One small switch per drawn operation over `_FAST_KINDS`; the
         # argument (and the geometric matrix) computed once, outside it.
-        rows = tf.constant(
-            [_argument_row(name, self.translate_pct) for name in self.transforms], tf.float64
-        )
+        rows = self._fast_rows()
         kinds = tf.constant([_fast_kind(name) for name in self.transforms], tf.int32)
         interpolation = "nearest" if self.interpolation == "nearest" else "bilinear"
         static_shape = pixels.shape
@@ -1148,3 +1278,161 @@ class RandAugment:
                 label_map = tf.ensure_shape(outputs[1], map_shape)
         image = pixels / 255.0
         return image if label_map is None else (image, label_map)
+
+    @tf.autograph.experimental.do_not_convert
+    def apply_batch(self, images, draws, label_maps=None):
+        """Applies per-image draws to a batch at once: `__call__`'s results, batched.
+
+        The draws of each image come from `sample(seed)` with that image's
+        seed (stacked by `tf.data`'s `batch`), so a batch gives exactly what
+        `__call__(image, seed)` gives image by image (fast mode only). No
+        per-image control flow: for each of the `num_ops` rounds the batch
+        is partitioned by the operation each image drew (`tf.dynamic_partition`),
+        every operation runs once on its sub-batch with per-image arguments
+        (the five geometric ones as one `ImageProjectiveTransformV3` call with
+        a transform row per image), and the results are stitched back
+        (`tf.dynamic_stitch`). Images that skip an operation pass through.
+
+        Args:
+            images: `(batch, height, width, 3)`: `uint8` (taken as the
+                quantised pixels `round(255 * x)`, what `quantize` returns)
+                or float in [0, 1] (quantised here, as `__call__` does).
+            draws: the tuple `sample` returns, each entry stacked over the
+                batch: `(batch, num_ops)` tensors.
+            label_maps: optional `(batch, h, w)` or `(batch, h, w, C)` tensor
+                of any dtype, warped by the geometric operations as in `__call__`.
+
+        Returns:
+            float32 images in [0, 1], same shape, or `(images, label_maps)`.
+
+        Example:
+
+        >>> augment = RandAugment("rand-m9-mstd0.5-inc1")
+        >>> seeds = tf.constant([[0, 1], [0, 2]])
+        >>> images = tf.random.uniform((2, 32, 32, 3))
+        >>> draws = [tf.stack(d) for d in zip(*(augment.sample(s) for s in seeds))]
+        >>> batch = augment.apply_batch(images, draws)  # == [augment(x, s) for ...]
+        """
+        if self.exact:
+            raise ValueError(
+                "Expected a fast-mode RandAugment for apply_batch (the PIL-exact warps run "
+                "per image). Received: exact=True"
+            )
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4:
+            raise ValueError(
+                f"Expected a batch (batch, height, width, 3). Received: images.shape={images.shape}"
+            )
+        draws = tuple(tf.convert_to_tensor(d) for d in draws)
+        if len(draws) != 5 or any(d.shape.rank != 2 for d in draws):
+            raise ValueError(
+                "Expected the 5 draws of `sample`, each stacked to (batch, num_ops). "
+                f"Received: shapes {[d.shape for d in draws]}"
+            )
+        pixels = tf.cast(quantize(images), tf.uint8)
+        static_shape = pixels.shape
+        if label_maps is not None:
+            label_maps = tf.convert_to_tensor(label_maps)
+            if label_maps.shape.rank not in (3, 4):
+                raise ValueError(
+                    "Expected label maps (batch, height, width) or (batch, height, width, "
+                    f"channels). Received: label_maps.shape={label_maps.shape}"
+                )
+        ops, applied, magnitudes, negate, _ = draws
+        params = self._batch_params(pixels, label_maps, ops, applied, magnitudes, negate)
+        family = tf.gather(tf.constant(_FAMILY_OF_KIND + (len(_FAMILIES),)), params[0])
+        for i in range(self.num_ops):
+            pixels, label_maps = self._batch_round(
+                pixels, label_maps, family[:, i], params[1][:, i]
+            )
+            pixels = tf.ensure_shape(pixels, static_shape)
+        images = tf.cast(pixels, tf.float32) / 255.0
+        return images if label_maps is None else (images, label_maps)
+
+    def _batch_params(self, pixels, label_maps, ops, applied, magnitudes, negate):
+        """`(kind, params)` of every image and round: `(batch, num_ops)` fast kinds
+        and `(batch, num_ops, 14 or 22)` float64 numbers the family kernels take:
+        argument, point parameters (unit, threshold, addition), grey-blend
+        weights (grey, mean), V3 rows of the image (and of the label map)."""
+        rows = tf.gather(self._fast_rows(), ops)
+        arg = _fast_argument(rows, tf.cast(magnitudes, tf.float64), tf.cast(negate, tf.bool))
+        kind = tf.gather(tf.constant([_fast_kind(n) for n in self.transforms], tf.int32), ops)
+        kind = tf.where(tf.cast(applied, tf.bool), kind, len(_FAST_KINDS))
+
+        def kind_is(name):
+            return kind == _FAST_KINDS.index(name)
+
+        one = tf.ones_like(arg)
+        unit = tf.where(kind_is("Posterize"), 2.0 ** tf.maximum(8.0 - arg, 0.0), one)
+        threshold = tf.where(
+            kind_is("Solarize"), arg, tf.where(kind_is("Invert"), 0.0 * one, 256.0 * one)
+        )
+        addition = tf.where(kind_is("SolarizeAdd"), arg, 0.0 * one)
+        grey_weight = tf.cast(kind_is("Color"), tf.float64)
+        mean_weight = tf.cast(kind_is("Contrast"), tf.float64)
+        shape = tf.shape(pixels)
+        height, width = tf.cast(shape[1], tf.float64), tf.cast(shape[2], tf.float64)
+        matrix = _fast_matrix(rows, arg, width, height)
+        columns = [arg, unit, threshold, addition, grey_weight, mean_weight]
+        params = [tf.stack(columns, axis=-1), _v3_rows(matrix)]
+        if label_maps is not None:
+            map_size = tf.cast(tf.shape(label_maps)[1:3], tf.float64)
+            map_matrix = _rescale_matrix(matrix, map_size[1] / width, map_size[0] / height)
+            params.append(_v3_rows(map_matrix))
+        return kind, tf.concat(params, axis=-1)
+
+    def _batch_round(self, pixels, label_maps, family, params):
+        # `pixels`: the batch as uint8 (a quarter of float32's memory traffic
+        # for the partition and the stitch, which copy every image once).
+        count = len(_FAMILIES) + 1
+        positions = tf.dynamic_partition(tf.range(tf.shape(pixels)[0]), family, count)
+        parts = tf.dynamic_partition(pixels, family, count)
+        params = tf.dynamic_partition(params, family, count)
+
+        def sub_batch(k):
+            return tf.cast(parts[k], tf.float32)
+
+        interpolation = "nearest" if self.interpolation == "nearest" else "bilinear"
+        point, blend = params[3], params[4]
+        outputs = [
+            _warp_images_fast(sub_batch(0), params[0][:, 6:14], interpolation, self.fill),
+            _auto_contrast_batch(sub_batch(1)),
+            _equalize_batch(sub_batch(2)),
+            _point_batch(sub_batch(3), point[:, 1], point[:, 2], point[:, 3]),
+            _grey_blend_batch(sub_batch(4), blend[:, 0], blend[:, 4], blend[:, 5]),
+            _sharpness_batch(sub_batch(5), params[5][:, 0]),
+        ]
+        # Every output holds integers 0..255: uint8 is exact.
+        outputs = [tf.cast(out, tf.uint8) for out in outputs] + [parts[-1]]
+        pixels = tf.dynamic_stitch(positions, outputs)
+        if label_maps is not None:
+            # Only the geometric operations move the maps.
+            moved = tf.cast(family != 0, tf.int32)
+            maps = tf.dynamic_partition(label_maps, moved, 2)
+            warped = _warp_label_maps_fast(maps[0], params[0][:, 14:])
+            map_positions = tf.dynamic_partition(tf.range(tf.shape(family)[0]), moved, 2)
+            label_maps = tf.ensure_shape(
+                tf.dynamic_stitch(map_positions, [warped, maps[1]]), label_maps.shape
+            )
+        return pixels, label_maps
+
+
+def quantize(images):
+    """[0, 1] float images -> the uint8 grid RandAugment works on, `round(255 * x)`.
+
+    What `RandAugment` does on entry (half to even); `uint8` input is taken
+    as already quantised. Returns float32 holding integers 0..255 (cast to
+    `uint8` to store or batch them at a quarter of the size).
+
+    Args:
+        images: float tensor in [0, 1] (clipped) or `uint8`, any shape.
+
+    Example:
+
+    >>> quantize(tf.constant([0.0, 0.5, 1.0])).numpy().tolist()
+    [0.0, 128.0, 255.0]
+    """
+    images = tf.convert_to_tensor(images)
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32)
+    return tf.round(tf.clip_by_value(to_float_image(images), 0.0, 1.0) * 255.0)

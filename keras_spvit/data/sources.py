@@ -33,10 +33,133 @@ def parse_source(source):
     )
 
 
+DIGITS_SPLITS = ("train", "test", "all")
+
+
+class SourceError(ValueError):
+    """A data source string names nothing usable (see `check_source`)."""
+
+
+def source_preprocessing(source=None, **overrides):
+    """The evaluation preprocessing `source_dataset` applies to a source.
+
+    `digits` (8x8 images upsampled): no crop, mean and std 0.5. Every other
+    source: the pipelines' defaults (crop 0.875, ImageNet mean and std).
+
+    Args:
+        source: a source string, or `None` for the pipelines' defaults.
+        **overrides: `crop_pct`, `mean`, `std`, `interpolation` to set.
+
+    Returns:
+        `{"crop_pct", "mean", "std", "interpolation"}`.
+
+    Example:
+
+    >>> source_preprocessing("digits")["crop_pct"]
+    1.0
+    """
+    import inspect
+
+    from keras_spvit.data import pipelines
+
+    defaults = inspect.signature(pipelines.classification_pipeline).parameters
+    values = {key: defaults[key].default for key in ("crop_pct", "mean", "std", "interpolation")}
+    if source is not None and parse_source(source)[0] == "digits":
+        values.update(crop_pct=1.0, mean=DIGITS_MEAN, std=DIGITS_STD)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+    return values
+
+
+def check_source(source, split=None, data_dir=None, flag="--data", split_flag="--split"):
+    """Checks a source string and its split without reading the images.
+
+    The folder is listed (every class folder must hold images), an `.npz`
+    file opened, a TFDS name looked up; `SourceError` (a `ValueError`) says
+    what is wrong, naming the value.
+
+    Args:
+        source: see this module's docstring.
+        split: optional split to check (`digits`: train, test or all; TFDS:
+            a split of the prepared dataset).
+        data_dir: TFDS data directory.
+        flag: the command-line flag of the source, in messages.
+        split_flag: the flag of the split, in messages.
+
+    Returns:
+        `source_info(source)`: `{"num_classes", "class_names"}`.
+
+    Example:
+
+    >>> check_source("folder:/nope")
+    Traceback (most recent call last):
+    SourceError: --data 'folder:/nope': no such folder. Expected ...
+    """
+    try:
+        kind, value = parse_source(source)
+    except ValueError as error:
+        raise SourceError(f"{flag}: {error}") from None
+    if kind == "digits":
+        if split is not None and split not in DIGITS_SPLITS:
+            raise SourceError(
+                f"{split_flag} {split!r} of {source!r}: expected one of {list(DIGITS_SPLITS)}."
+            )
+        return source_info(source)
+    if not value:
+        raise SourceError(f"{flag} {source!r}: expected {kind}:{'NAME' if kind == 'tfds' else 'PATH'}.")
+    if kind == "folder":
+        if not os.path.isdir(value):
+            what = "is a file" if os.path.exists(value) else "no such folder"
+            raise SourceError(
+                f"{flag} {source!r}: {what}. Expected a folder of class folders "
+                "(root/<class>/<image>)."
+            )
+    elif kind == "npz":
+        if not os.path.isfile(value):
+            raise SourceError(f"{flag} {source!r}: no such file. Expected an .npz file with "
+                              "'images' and 'labels' arrays.")
+        try:
+            images, labels = _npz_arrays(value)
+        except (OSError, ValueError) as error:
+            raise SourceError(f"{flag} {source!r}: {error}") from None
+        if images.ndim not in (3, 4) or len(images) != len(labels) or labels.ndim != 1:
+            raise SourceError(
+                f"{flag} {source!r}: expected 'images' (n, h, w[, c]) and 'labels' (n,); "
+                f"received {images.shape} and {labels.shape}."
+            )
+        if len(labels) == 0 or labels.min() < 0:
+            raise SourceError(f"{flag} {source!r}: expected at least one image and labels >= 0.")
+    else:
+        _check_tfds(source, value, split, data_dir, flag, split_flag)
+    try:
+        return source_info(source, data_dir)
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{flag} {source!r}: {error}") from None
+
+
+def _check_tfds(source, name, split, data_dir, flag, split_flag):
+    import tensorflow_datasets as tfds
+
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise SourceError(f"--data-dir {data_dir!r}: no such folder.")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises its own DatasetNotFoundError and others
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SourceError(f"{flag} {source!r}: not a TensorFlow Datasets name ({first}).") from None
+    if split is None or not builder.is_prepared():
+        return
+    known = list(builder.info.splits)
+    for part in split.split("+"):
+        base = part.split("[")[0].strip()
+        if base not in known:
+            raise SourceError(f"{split_flag} {split!r} of {source!r}: expected one of {known}.")
+
+
 def digits_uint8(split, test_fraction=0.2, seed=0):
-    """A digits split as ordinary uint8 images: `(n, 8, 8)` in 0..255, int32 labels."""
-    images, labels = digits_split(split, test_fraction, seed)
-    return np.round(images.astype("float32") * (255.0 / 16.0)).astype("uint8"), labels
+    """A digits split as ordinary grey uint8 images: `(n, 8, 8)` in 0..255, int32 labels."""
+    images, labels = digits_split(split, test_fraction=test_fraction, seed=seed, channels=1)
+    return images[..., 0], labels
 
 
 def _npz_arrays(path):
@@ -104,9 +227,8 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
               "augment": augment, "seed": seed}
     if kind == "digits":
         images, labels = digits_uint8(split)
-        options.setdefault("mean", DIGITS_MEAN)
-        options.setdefault("std", DIGITS_STD)
-        options.setdefault("crop_pct", 1.0)
+        for key, value in source_preprocessing("digits").items():
+            options.setdefault(key, value)
         options.setdefault("cache", True)
         dataset = pipelines.array_dataset(images, labels, num_classes=num_classes or 10,
                                           **common, **options)

@@ -25,7 +25,7 @@ from keras_spvit.data.augment import (
     color_jitter,
     random_resized_crop,
 )
-from keras_spvit.data.rand_augment import RandAugment
+from keras_spvit.data.rand_augment import RandAugment, quantize
 from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
 
 
@@ -100,6 +100,13 @@ class TrainAugment:
         switch_prob: float in [0, 1]. Probability of CutMix rather than MixUp
             when both are enabled.
         label_smoothing: float in [0, 1).
+        batch_rand_augment: bool. Pipelines apply the fast RandAugment per
+            batch (`example` in the per-example map, `finish_batch` after
+            `batch`: `RandAugment.apply_batch`, no per-image control flow)
+            instead of per image. The batches are identical either way. Off
+            by default: on the 2-core CI machine it took the same CPU time
+            per image as the per-image path and less throughput (see
+            `benchmarks/input_pipeline.py`, row `train_batched`).
         seed: int or `None`. Seeds the Keras layers' generators. The
             stateless parts use the seed the pipeline gives each call.
 
@@ -127,6 +134,7 @@ class TrainAugment:
         mix_prob=1.0,
         switch_prob=0.5,
         label_smoothing=0.0,
+        batch_rand_augment=False,
         seed=None,
     ):
         # === Config ===
@@ -170,6 +178,12 @@ class TrainAugment:
                 f"Received: label_smoothing={label_smoothing!r}"
             )
         self.label_smoothing = float(label_smoothing)
+        if not isinstance(batch_rand_augment, bool):
+            raise ValueError(
+                "Expected `batch_rand_augment` to be True or False. "
+                f"Received: batch_rand_augment={batch_rand_augment!r}"
+            )
+        self.batch_rand_augment = batch_rand_augment
         self.seed = seed
 
         # === Per-image steps === (created here, never inside a mapped function)
@@ -242,6 +256,20 @@ class TrainAugment:
         return self.mixes or self.label_smoothing > 0
 
     @property
+    def batches_rand_augment(self):
+        """Whether pipelines apply RandAugment per batch (`example` + `finish_batch`).
+
+        True with `batch_rand_augment=True` and the package's fast
+        RandAugment (a policy string, or a `RandAugment` with `exact=False`);
+        the PIL-exact mode and Keras' layer always run per image in `__call__`.
+        """
+        return (
+            self.batch_rand_augment
+            and self._rand_augment is not None
+            and not self._rand_augment.exact
+        )
+
+    @property
     def erases(self):
         """Whether `erase` does anything (timm's random erasing is on)."""
         return self._erasing_probability > 0
@@ -262,6 +290,7 @@ class TrainAugment:
             "mix_prob": self.mix_prob,
             "switch_prob": self.switch_prob,
             "label_smoothing": self.label_smoothing,
+            "batch_rand_augment": self.batch_rand_augment,
             "seed": self.seed,
         }
 
@@ -273,13 +302,7 @@ class TrainAugment:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"TrainAugment({args})"
 
-    def __call__(self, image, size, seed=None):
-        """Augments one `(height, width, 3)` image to float32 `size` in [0, 1].
-
-        Random erasing is not applied here (unless it is a Keras layer): it
-        works on normalised pixels, see `erase`.
-        """
-        size = _pair(size, "size")
+    def _crop_flip_jitter(self, image, size, seed):
         crop_seed, flip_seed, jitter_seed = _split(seed, 3)
         image = random_resized_crop(
             image, size, self.scale, self.ratio, self.interpolation, crop_seed
@@ -289,6 +312,16 @@ class TrainAugment:
             image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
         if self.color_jitter is not None:
             image = color_jitter(image, *self.color_jitter, seed=jitter_seed)
+        return image
+
+    def __call__(self, image, size, seed=None):
+        """Augments one `(height, width, 3)` image to float32 `size` in [0, 1].
+
+        Random erasing is not applied here (unless it is a Keras layer): it
+        works on normalised pixels, see `erase`.
+        """
+        size = _pair(size, "size")
+        image = self._crop_flip_jitter(image, size, seed)
         if self._rand_augment is not None:
             image = self._rand_augment(image, _fold(seed, 1))
         # The Keras layers run on a batch of one so every image draws its own
@@ -299,6 +332,77 @@ class TrainAugment:
         if self._keras_erasing is not None:
             image = self._keras_erasing(image[None], training=True)[0]
         return tf.ensure_shape(image, (*size, image.shape[-1]))
+
+    def example(self, image, size, seed=None):
+        """The per-example half of `__call__` when RandAugment runs per batch.
+
+        Crop, flip and colour jitter as `__call__`, then the image is
+        quantised to RandAugment's uint8 grid and RandAugment's draws are made
+        with the seed `__call__` gives it; `finish_batch` applies them to the
+        batch. So `finish_batch` on a batch of `example` outputs gives what
+        `erase(normalize(__call__(image, size, seed)), seed)` gives per image.
+
+        Args:
+            image: `(height, width, 3)` uint8 or float image.
+            size: int or `(height, width)`.
+            seed: the example's seed.
+
+        Returns:
+            `(pixels, draws)`: uint8 `(*size, 3)` and the tuple of
+            `RandAugment.sample`.
+
+        Example:
+
+        >>> augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1", batch_rand_augment=True)
+        >>> pixels, draws = augment.example(tf.zeros((40, 60, 3), "uint8"), 32, seed=[0, 1])
+        """
+        if not self.batches_rand_augment:
+            raise ValueError(
+                "Expected a TrainAugment whose RandAugment runs per batch (batch_rand_augment=True "
+                "with a policy string or a fast RandAugment). Received: "
+                f"batch_rand_augment={self.batch_rand_augment!r}, randaugment={self.randaugment!r}"
+            )
+        size = _pair(size, "size")
+        image = self._crop_flip_jitter(image, size, seed)
+        pixels = tf.ensure_shape(tf.cast(quantize(image), tf.uint8), (*size, 3))
+        return pixels, self._rand_augment.sample(_fold(seed, 1))
+
+    def finish_batch(self, pixels, draws, seeds, mean, std):
+        """The per-batch half: RandAugment, normalisation, random erasing.
+
+        Args:
+            pixels: uint8 `(batch, height, width, 3)` from `example`.
+            draws: `example`'s draws, stacked over the batch.
+            seeds: `(batch, 2)` the examples' seeds (for erasing).
+            mean: per-channel normalisation mean on [0, 1] pixels.
+            std: per-channel normalisation std.
+
+        Returns:
+            float32 `(batch, height, width, 3)` normalised images, equal to
+            `erase(normalize(__call__(image, size, seed), mean, std), seed)`
+            image by image.
+
+        Example:
+
+        >>> images = augment.finish_batch(pixels[None], [d[None] for d in draws],
+        ...                               tf.constant([[0, 1]]), IMAGENET_MEAN, IMAGENET_STD)
+        """
+        images = self._rand_augment.apply_batch(pixels, draws)
+        # `normalize`'s values; the statistics as whole images (a per-channel
+        # constant broadcast over the batch costs several plain passes).
+        shape = tf.shape(images)[1:]
+        images = (images - tf.broadcast_to(tf.constant(mean, tf.float32), shape)) / (
+            tf.broadcast_to(tf.constant(std, tf.float32), shape)
+        )
+        if not self.erases:
+            return images
+        # Erasing draws per image (a box, or nothing three times in four):
+        # one loop over the batch, as cheap as the per-example map was.
+        return tf.map_fn(
+            lambda args: self.erase(*args),
+            (images, seeds),
+            fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+        )
 
     def erase(self, image, seed=None):
         """timm's random erasing on one NORMALISED image (identity when off).

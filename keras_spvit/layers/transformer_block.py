@@ -136,6 +136,22 @@ class TransformerBlock(keras.layers.Layer):
             return input_shape, (input_shape[0], heads, tokens, tokens)
         return input_shape
 
+    def compute_output_spec(
+        self, inputs, attention_map=None, training=None, return_attention_scores=False
+    ):
+        # `compute_output_shape` sees shapes only; the scores add an output.
+        shapes = self.compute_output_shape(inputs.shape)
+        outputs = (
+            [keras.KerasTensor(shapes[0], inputs.dtype), keras.KerasTensor(shapes[1], "float32")]
+            if isinstance(shapes[0], tuple)
+            else [keras.KerasTensor(shapes, inputs.dtype)]
+        )
+        if return_attention_scores:
+            tokens = inputs.shape[1]
+            scores = (inputs.shape[0], self.attention.num_heads, tokens, tokens)
+            outputs.append(keras.KerasTensor(scores, "float32"))
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -2,14 +2,23 @@
 
 import functools
 
+from keras_spvit.utils.validation import check_positive_int
+
 CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 DEFAULT_NUM_CLASSES = 1000
 
 
 def assemble(backbone_cls, classifier_cls, num_classes, name, **kwargs):
-    """Backbone from `kwargs`, classifier around it from the classifier's own."""
+    """Backbone from `kwargs`, classifier around it from the classifier's own.
+
+    Every argument is checked before anything is built (the backbone checks
+    its own first). The classifier is named `name` (by default the family's,
+    e.g. `"spvit"`), its backbone `name + "_backbone"`.
+    """
+    check_positive_int(num_classes, "num_classes")
+    name = name or backbone_cls.family
     classifier_kwargs = {k: kwargs.pop(k) for k in CLASSIFIER_ARGS if k in kwargs}
-    backbone = backbone_cls(**kwargs)
+    backbone = backbone_cls(name=f"{name}_backbone", **kwargs)
     return classifier_cls(backbone, num_classes, name=name, **classifier_kwargs)
 
 
@@ -22,7 +31,11 @@ def build_from_table(generic, variants, variant, **overrides):
 
 def build_variant(generic, variants, variant, num_classes=None, image_shape=None, weights=None,
                   **kwargs):
-    """A variant's classifier, optionally with pretrained weights (see `variant_builder`)."""
+    """A variant's classifier, optionally with pretrained weights (see `variant_builder`).
+
+    The model is named after the variant (`"spvit_tiny"`) unless `name` is given.
+    """
+    kwargs["name"] = kwargs.get("name") or variant
     if weights is None:
         if image_shape is not None:
             kwargs["image_shape"] = image_shape
@@ -68,6 +81,7 @@ def variant_builder(generic, variants, variant, name, summary):
             file, or an official PyTorch checkpoint file (converted on the
             fly, no torch needed). A preset must hold this variant.
         **kwargs: overrides of any argument of `{generic.__name__}`, e.g.
+            `name` (default `{variant!r}`, the backbone `{variant}_backbone`),
             `drop_path_rate`, `dtype="mixed_bfloat16"`, `return_dense=True`,
             `preprocessor`. With `weights`, also `crop_pct` (the preprocessing
             attached to official checkpoints; the variant's by default) and

@@ -7,6 +7,9 @@ from keras import ops
 from keras_hub.layers import ImageConverter
 from keras_hub.src.utils.tensor_utils import in_tf_function
 
+from keras_spvit.models.image_inputs import check_converter_images
+from keras_spvit.models.naming import default_name
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -26,6 +29,11 @@ class CenterCropImageConverter(ImageConverter):
 
     With `crop_pct=None` it behaves like keras-hub's `ImageConverter`
     (resize to `image_size`, cropping to its aspect ratio).
+
+    Images are `(batch, height, width, channels)` or one `(height, width,
+    channels)` image, channels last (grey images may have 1 channel); any
+    other shape, e.g. `(batch, 8, 8)` without a channel axis, raises a
+    one-line `ValueError` naming the shape.
 
     Resizing runs on the active backend (TensorFlow inside `tf.data`). The
     bicubic kernels differ slightly between backends and from PIL's, so
@@ -103,6 +111,8 @@ class CenterCropImageConverter(ImageConverter):
                 raise ValueError(f"Expected positive values for `std`. Received: std={std!r}")
             scale = [1.0 / (255.0 * s) for s in std]
             offset = [-m / s for m, s in zip(mean, std)]
+        family = getattr(type(self).backbone_cls, "family", None)
+        kwargs["name"] = default_name(kwargs.get("name"), family, "image_converter")
         super().__init__(
             image_size=image_size,
             scale=scale,
@@ -114,6 +124,33 @@ class CenterCropImageConverter(ImageConverter):
         self.crop_pct = crop_pct
         self.mean = mean
         self.std = std
+
+    def check_images(self, images):
+        """Raises a one-line `ValueError` naming the shape if `images` cannot be converted.
+
+        Args:
+            images: a batch `(batch, height, width, channels)` or one image
+                (channels last unless `data_format="channels_first"`);
+                objects without a shape pass unchecked.
+
+        Example:
+
+        >>> SPViTImageConverter(image_size=(32, 32)).check_images(np.zeros((5, 8, 8)))
+        Traceback (most recent call last):
+        ValueError: SPViTImageConverter takes images shaped (batch, height, width, 3) ...
+        """
+        if isinstance(images, dict):
+            return
+        channels = len(self.mean) if self.mean is not None else _channels(self.scale)
+        check_converter_images(
+            images, type(self).__name__, channels, self.data_format == "channels_first"
+        )
+
+    def __call__(self, *args, **kwargs):
+        # Checked before Keras' call machinery, which would wrap the message.
+        if args and not isinstance(args[0], tuple):
+            self.check_images(args[0])
+        return super().__call__(*args, **kwargs)
 
     def _call_python(self, inputs):
         if self.crop_pct is None or self.image_size is None:
@@ -219,6 +256,13 @@ class CenterCropImageConverter(ImageConverter):
             # Derived from mean / std; saving both would over-specify.
             config.update({"scale": None, "offset": None})
         return config
+
+
+def _channels(scale):
+    """Channels a per-channel `scale` list implies, or `None` for a scalar / no scale."""
+    if scale is None or np.ndim(scale) == 0 or len(scale) == 1:
+        return None
+    return len(scale)
 
 
 def _per_channel(values, name):

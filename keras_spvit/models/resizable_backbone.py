@@ -1,5 +1,7 @@
 from keras_hub.models import Backbone
 
+from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
+
 
 class ResizableBackbone(Backbone):
     """Base of the keras_spvit backbones: a keras-hub `Backbone` whose presets
@@ -15,10 +17,21 @@ class ResizableBackbone(Backbone):
     Subclasses need `image_shape`, `patch_size` and a `position_embedding`
     layer.
 
+    Calling a backbone checks the images' shape (one line naming it) and
+    refuses `return_attention_scores` (a `TypeError` pointing to
+    `keras_spvit.attention_maps`, which returns every block's map).
+
     Example:
 
     >>> backbone = SPViTBackbone.from_preset("./spvit_s_224", image_shape=(384, 384, 3))
     """
+
+    def __call__(self, *args, **kwargs):
+        refuse_attention_scores(kwargs, f"Calling the backbone {self.name!r}")
+        image_shape = getattr(self, "image_shape", None)
+        if args and image_shape is not None:
+            check_model_images(args[0], image_shape, f"The backbone {self.name!r}")
+        return super().__call__(*args, **kwargs)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

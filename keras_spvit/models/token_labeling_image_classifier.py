@@ -3,6 +3,9 @@ from keras_hub.models import ImageClassifier
 from keras_hub.src.models.task import Task
 
 from keras_spvit.layers.token_labeling_head import TokenLabelingHead
+from keras_spvit.models.center_crop_image_converter import CenterCropImageConverter
+from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
+from keras_spvit.models.naming import default_name
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
@@ -30,7 +33,9 @@ class TokenLabelingImageClassifier(ImageClassifier):
         return_dense: bool. Return both heads' logits (see above).
         head_dtype: optional dtype policy of the heads; defaults to the
             backbone's. Logits are float32 either way.
-        **kwargs: standard `keras_hub.models.Task` arguments.
+        **kwargs: standard `keras_hub.models.Task` arguments; `name`
+            defaults to the family's, e.g. `"spvit_image_classifier"` (the
+            builders name it after themselves: `"spvit_tiny"`).
 
     Example:
 
@@ -57,6 +62,9 @@ class TokenLabelingImageClassifier(ImageClassifier):
         **kwargs,
     ):
         head_dtype = head_dtype or backbone.dtype_policy
+        kwargs["name"] = default_name(
+            kwargs.get("name"), getattr(backbone, "family", None), "image_classifier"
+        )
 
         # === Layers ===
         self.backbone = backbone
@@ -80,6 +88,61 @@ class TokenLabelingImageClassifier(ImageClassifier):
         self.num_classes = num_classes
         self.aux_weight = aux_weight
         self.head_dtype = head_dtype
+
+    def __call__(self, *args, **kwargs):
+        refuse_attention_scores(kwargs, f"Calling {self.name!r}")
+        if args:
+            check_model_images(
+                args[0], self.backbone.image_shape,
+                f"{self.name!r} called directly (its preprocessor runs in predict/fit/evaluate)",
+            )
+        return super().__call__(*args, **kwargs)
+
+    def check_inputs(self, x):
+        """Raises a one-line `ValueError` if `x` cannot reach the model.
+
+        With a keras_spvit preprocessor, `x` must be images it converts
+        (`(batch, height, width, channels)`); without one, normalised
+        images shaped `(batch,) + backbone.image_shape`. Datasets and other
+        inputs without a shape pass unchecked.
+
+        Args:
+            x: the inputs of `predict` / `fit` / `evaluate`.
+
+        Example:
+
+        >>> model.check_inputs(np.zeros((5, 8, 8), "uint8"))
+        Traceback (most recent call last):
+        ValueError: SPViTImageConverter takes images shaped (batch, height, width, 3) ...
+        """
+        if self.preprocessor is None:
+            check_model_images(
+                x, self.backbone.image_shape, f"{self.name!r} (no preprocessor attached)"
+            )
+            return
+        converter = getattr(self.preprocessor, "image_converter", None)
+        if isinstance(converter, CenterCropImageConverter):
+            converter.check_images(x)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; the inputs' shape is checked first (see `check_inputs`).
+
+        `return_attention_scores` is refused with a pointer to
+        `keras_spvit.attention_maps(model, images)`.
+        """
+        refuse_attention_scores(kwargs, f"{self.name}.predict()")
+        self.check_inputs(x)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """Keras' `evaluate`; the inputs' shape is checked first (see `check_inputs`)."""
+        self.check_inputs(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        """Keras' `fit`; the inputs' shape is checked first (see `check_inputs`)."""
+        self.check_inputs(x)
+        return super().fit(x, *args, **kwargs)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

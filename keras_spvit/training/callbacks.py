@@ -42,3 +42,32 @@ class Throughput(keras.callbacks.Callback):
         if self._seconds > 0 and logs is not None:
             logs["images_per_second"] = self._images / self._seconds
             self.history.append(logs["images_per_second"])
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights(swap_on_epoch=True)` that leaves the EMA in the
+    model only after the run's last epoch.
+
+    Keras' callback copies the EMA over the training weights at the end of
+    each `fit` call's last epoch; a resumed run calls `fit` twice (the rest of
+    the interrupted epoch, then the other epochs) and must go on training the
+    training weights after the first call, not the EMA.
+
+    Args:
+        last_epoch: int. The run's last epoch (0-based).
+
+    Example:
+
+    >>> model.fit(data, epochs=30, callbacks=[SwapEMAWeights(last_epoch=29)])
+    """
+
+    def __init__(self, last_epoch):
+        super().__init__(swap_on_epoch=True)
+        self.last_epoch = int(last_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+            if epoch == self.last_epoch:
+                self._finalize_ema_values()

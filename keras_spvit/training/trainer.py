@@ -3,23 +3,26 @@
 `fit(model, train, val, recipe=..., out_dir=...)` is what `keras-spvit
 train` runs. Everything it writes goes under `out_dir`:
 
-- `backup/`: Keras' `BackupAndRestore` state (weights, optimizer, epoch),
-  written every epoch (and every `save_freq` batches if given). Running
-  the same call again after an interruption resumes from it.
+- `backup/`: the resumption state (weights, optimizer, epoch and batches
+  done, see `resume.py`), written every epoch (and every `save_freq`
+  batches if given), removed once the run is saved. Running the same call
+  again after an interruption resumes from it, mid-epoch included.
 - `checkpoints/epoch_NNN.weights.h5`: the weights after every epoch.
 - `log.csv` (appended across resumes) and `tensorboard/`.
 - `model.keras`: the final model (EMA weights if the recipe keeps an EMA).
 - `summary.json`: final metrics, images/s, paths.
 """
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
 
-from keras_spvit.training.callbacks import Throughput
+from keras_spvit.training.callbacks import SwapEMAWeights, Throughput
 from keras_spvit.training.distribution import local_replicas
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
@@ -28,6 +31,7 @@ from keras_spvit.training.optimizers import (
     no_weight_decay_paths,
 )
 from keras_spvit.training.recipes import get_recipe
+from keras_spvit.training.resume import Backup, restore
 from keras_spvit.training.schedules import warmup_cosine
 
 
@@ -221,8 +225,11 @@ def fit(
 
     Calling it again with the same `out_dir` after an interruption resumes
     from the last backup (weights, optimizer state and schedule position,
-    epoch); a finished run is not overwritten (delete `out_dir` or pass a
-    new one).
+    epoch and batch): the rest of an interrupted epoch runs as a short epoch,
+    so the run ends with the same optimizer step count as an uninterrupted
+    one. With `train_data` given as a stream (a function of the position)
+    the resumed run also sees the same batches in the same order. A finished
+    run is not overwritten (delete `out_dir` or pass a new one).
 
     Args:
         model: a classifier. Build it (and call this) inside
@@ -231,14 +238,19 @@ def fit(
             class ids or soft targets, or `(images, {"labels", "token_labels"})`;
             or what `distribute_input` returns (under multi-worker TensorFlow a
             distributed dataset, whose `dataset_fn` must map the batches with
-            `for_model` itself).
+            `for_model` itself); or a stream: a function `(epoch, batch) ->`
+            such a dataset, starting at batch `batch` of epoch `epoch` (both
+            0-based) and running at least to the end of training, whose
+            batches depend only on the position (the training pipelines'
+            `start=` argument builds one).
         val_data: optional dataset like `train_data`.
         recipe: a `Recipe` or recipe name.
         batch_size: int. Global batch size of `train_data`.
         out_dir: str. Where checkpoints, logs and the model go.
         epochs: optional int: epochs to run (default: the recipe's epochs plus
             its cool-down); the schedule fits itself to them.
-        steps_per_epoch: optional int; needed if the dataset's length is unknown.
+        steps_per_epoch: optional int; needed if the dataset's length is
+            unknown (always for a stream).
         save_freq: `"epoch"` or an int: also back up every this many batches.
         jit_compile: passed to `model.compile`.
         callbacks: extra Keras callbacks.
@@ -259,10 +271,12 @@ def fit(
     epochs, _ = schedule_epochs(recipe, epochs)
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"Expected a positive int. Received: epochs={epochs}")
-    steps_per_epoch = steps_per_epoch or steps_in(train_data)
+    stream = train_data if callable(train_data) and not _is_dataset(train_data) else None
+    first = stream(0, 0) if stream is not None else train_data
+    steps_per_epoch = steps_per_epoch or steps_in(first)
     if steps_per_epoch is None:
         raise ValueError(
-            "The training dataset's length is unknown (infinite or filtered). "
+            "The training data's length is unknown (infinite, filtered, or a stream). "
             "Pass `steps_per_epoch`."
         )
     os.makedirs(out_dir, exist_ok=True)
@@ -277,12 +291,22 @@ def fit(
             model, recipe, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             epochs=epochs, jit_compile=jit_compile,
         )
-    train_data = _for_model(train_data, model)
-    val_data = _for_model(val_data, model) if val_data is not None else None
+    backup_dir = os.path.join(out_dir, "backup")
+    position = restore(model, backup_dir, steps_per_epoch)
+    start_epoch, start_batch = (position["epoch"], position["batch"]) if position else (0, 0)
+    if position:
+        _say_resumed(backup_dir, position, epochs, steps_per_epoch, exact=stream is not None)
 
+    def data_from(epoch, batch):
+        if stream is not None:
+            return stream(epoch, batch) if (epoch, batch) != (0, 0) else first
+        # A plain dataset reshuffles on every pass: the rest of an interrupted
+        # epoch is `steps - batch` batches of a fresh pass.
+        return train_data.skip(batch) if batch else train_data
+
+    val_data = _for_model(val_data, model) if val_data is not None else None
     throughput = Throughput(batch_size)
-    all_callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), save_freq=save_freq),
+    extra = [
         throughput,
         keras.callbacks.ModelCheckpoint(
             os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
@@ -293,24 +317,41 @@ def fit(
     ]
     if recipe.ema_momentum is not None:
         # Validate (and checkpoint) the EMA weights at each epoch's end.
-        all_callbacks.insert(1, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    all_callbacks += list(callbacks)
+        extra.insert(0, SwapEMAWeights(last_epoch=epochs - 1))
+    extra += list(callbacks)
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
 
+    # A resumed epoch runs its remaining batches as a short epoch of its own,
+    # then the remaining epochs run as one `fit`.
+    phases = []
+    if start_batch and start_epoch < epochs:
+        phases.append((start_epoch, start_epoch + 1, steps_per_epoch - start_batch, start_batch))
+        start_epoch += 1
+    if start_epoch < epochs:
+        phases.append((start_epoch, epochs, steps_per_epoch, 0))
+
     start = time.perf_counter()
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        shuffle=False,  # tf.data input shuffles itself
-    )
+    history = {}
+    for first_epoch, end_epoch, steps, offset in phases:
+        backup = Backup(backup_dir, save_freq=save_freq, steps_per_epoch=steps_per_epoch,
+                        batch_offset=offset)
+        with _finalizing(model.optimizer, end_epoch == epochs):
+            result = model.fit(
+                _for_model(data_from(first_epoch, offset), model),
+                validation_data=val_data,
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=steps,
+                callbacks=[backup, *extra],
+                verbose=verbose,
+                shuffle=False,  # tf.data input shuffles itself
+            )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
     seconds = time.perf_counter() - start
     model_path = os.path.join(out_dir, "model.keras")
     model.save(model_path)
-    last = {k: v[-1] for k, v in history.history.items() if v}
+    last = {k: v[-1] for k, v in history.items() if v} or _last_logged(out_dir)
     summary = {
         "model": model.name,
         "recipe": recipe.name,
@@ -333,4 +374,53 @@ def fit(
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=2)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is saved and summarised
     return summary
+
+
+@contextlib.contextmanager
+def _finalizing(optimizer, final):
+    # `fit` ends by `optimizer.finalize_variable_values`, which copies the EMA
+    # over the training weights: right after the run's last epoch, wrong
+    # after the first part of a resumed run (training goes on).
+    if final:
+        yield
+        return
+    optimizer.finalize_variable_values = lambda var_list: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values
+
+
+def _is_dataset(data):
+    import tensorflow as tf
+
+    return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
+
+
+def _say_resumed(backup_dir, position, epochs, steps_per_epoch, *, exact):
+    where = f"epoch {position['epoch'] + 1}/{epochs}"
+    if position["batch"]:
+        where += f", after batch {position['batch']}/{steps_per_epoch}"
+    steps = position.get("optimizer_steps")
+    note = "" if steps is None else f" (optimizer step {steps})"
+    if position["batch"] and not exact:
+        note += "; the rest of that epoch comes from a new pass over the data (give `fit` a " \
+                "stream to resume on the same batches)"
+    print(f"Resuming from {backup_dir}: {where}{note}.")
+
+
+def _last_logged(out_dir):
+    # Killed after the last epoch's backup, before the final save: the
+    # metrics come from the log.
+    import csv
+
+    path = os.path.join(out_dir, "log.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: float(v) for k, v in rows[-1].items() if k != "epoch" and v not in ("", None)}

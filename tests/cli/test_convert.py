@@ -5,14 +5,13 @@ by `tests/torch_format.py` (numpy only). The written presets must reproduce
 the official code's logits stored in the fixtures.
 """
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.cli import convert as convert_cli
+from keras_spvit.cli import main as cli_main
 from keras_spvit.models.convert import (
     VerificationError,
     convert_checkpoint,
@@ -25,10 +24,11 @@ K2_ARGS = ["--variant", "spvit_tiny", "--set", "stem=4_2", "--set", "patch_size=
 
 
 def run_cli(argv):
-    parser = argparse.ArgumentParser(prog="keras-spvit")
-    convert_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert", *map(str, argv)])
-    return args.run(args)
+    """`keras-spvit convert ARGV...` in-process: its exit code (2 for a user error)."""
+    try:
+        return cli_main(["convert", *map(str, argv)])
+    except SystemExit as exit_info:
+        return exit_info.code
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,14 @@ def test_bad_inputs_give_errors_naming_the_file(k2, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert run_cli([checkpoint, tmp_path / "out", *K2_ARGS, "--overwrite"]) == 0
 
-    with pytest.raises(SystemExit):
-        run_cli([checkpoint, tmp_path / "x", "--variant", "spvit_xxl"])
-    with pytest.raises(SystemExit):
-        run_cli([checkpoint, tmp_path / "x", *K2_ARGS, "--image-size", "abc"])
+    capsys.readouterr()
+    assert run_cli([checkpoint, tmp_path / "x", "--variant", "spvit_xxl"]) == 2
+    assert "'spvit_xxl'" in capsys.readouterr().err
+    assert run_cli([checkpoint, tmp_path / "x", *K2_ARGS, "--image-size", "abc"]) == 2
+    assert "'abc'" in capsys.readouterr().err
+    assert run_cli([tmp_path / "missing.pth", tmp_path / "x", *K2_ARGS]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_variant_names_are_the_tables_keys():

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 
 from keras_spvit.cli import main
@@ -34,7 +33,7 @@ def _run(args, crash_at=None):
     if crash_at:
         command = [sys.executable, str(HERE / "killed_train.py"), *map(str, crash_at), "--"]
     else:
-        command = [sys.executable, "-m", "keras_spvit.cli.main"]
+        command = [sys.executable, "-m", "keras_spvit.cli"]
     return subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=900,
                           check=False)
 
@@ -57,17 +56,19 @@ def test_killed_mid_epoch_resumes_and_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert _epochs_logged(out) == [0, 1]  # epoch 0 was not redone
-    # The optimizer resumed from the mid-epoch backup (the interrupted epoch is
-    # replayed from its start on the restored weights), not from scratch.
-    assert summary["optimizer_steps"] > 2 * STEPS
+    # Resumed mid-epoch where the backup left off: as many optimizer steps as an
+    # uninterrupted run (no batch replayed, none skipped).
+    assert summary["optimizer_steps"] == 2 * STEPS
     assert sorted(os.listdir(out / "checkpoints")) == ["epoch_001.weights.h5",
                                                         "epoch_002.weights.h5"]
     assert "val accuracy" in resumed.stdout and str(out / "model.keras") in resumed.stdout
+    assert "on digits [train] (recipe digits" in resumed.stdout  # the data source, named
     assert summary["val_accuracy"] is not None and summary["images_per_second"] > 0
 
     # A finished run is not overwritten.
-    with pytest.raises(SystemExit, match="summary.json exists"):
+    with pytest.raises(SystemExit) as exit_info:
         main(_train_args(out))
+    assert exit_info.value.code == 2
 
 
 @pytest.fixture(scope="module")
@@ -84,35 +85,95 @@ def test_evaluate_reproduces_validation_accuracy(trained_run, tmp_path, capsys):
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["examples"] == 359
     assert results["top1"] == pytest.approx(summary["val_accuracy"], abs=1e-6)
-    assert "top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "top-1" in out
+    assert ("preprocessing: 16x16, crop_pct 1, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5), "
+            f"bicubic (from the run's train_config.json in {trained_run})") in out
+    assert results["preprocessing"]["crop_pct"] == 1.0
 
 
-def test_predict_prints_top_k(trained_run, tmp_path, capsys):
-    import tensorflow as tf
+def _write_test_digits(folder, count=None):
+    """The held-out digits as grey PNG files written by Pillow: paths and labels."""
+    from PIL import Image
 
-    from keras_spvit.data import load_digits
+    from keras_spvit.data.sources import digits_uint8
 
-    images, _ = load_digits()
+    images, labels = digits_uint8("test")
+    count = count or len(labels)
     paths = []
-    for i in range(2):
-        path = tmp_path / f"digit{i}.png"
-        pixels = np.repeat((images[i] * 15).astype("uint8")[..., None], 3, -1)
-        tf.io.write_file(str(path), tf.io.encode_png(pixels))
+    for i in range(count):
+        path = folder / f"digit_{i:03d}.png"
+        Image.fromarray(images[i]).save(path)
         paths.append(str(path))
-    assert main(["predict", str(trained_run), *paths, "--top-k", "3", "--json",
-                 "--crop-pct", "1", "--mean", ".5", ".5", ".5", "--std", ".5", ".5", ".5"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    return paths, labels[:count]
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _predicted_names(capsys, paths):
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.strip().splitlines()]
     assert [line["image"] for line in lines] == paths
     for line in lines:
         probabilities = [entry["probability"] for entry in line["top"]]
-        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
-        assert {entry["name"] for entry in line["top"]} <= {str(i) for i in range(10)}
+        assert probabilities == sorted(probabilities, reverse=True)
+    return [line["top"][0]["name"] for line in lines], captured.err
 
 
-def test_bad_arguments_say_what_to_fix(tmp_path):
-    with pytest.raises(SystemExit, match="unknown model 'SPViT_XL'"):
-        main(["train", "--model", "SPViT_XL", "--out", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="Unknown data source 'mnist'"):
-        main(["train", "--data", "mnist", "--out", str(tmp_path / "y")])
-    with pytest.raises(ValueError, match="Unknown recipe fields"):
-        main(["train", "--set", "learning_rate=1", "--out", str(tmp_path / "z")])
+def test_predict_uses_the_runs_preprocessing(trained_run, tmp_path, capsys):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    paths, labels = _write_test_digits(tmp_path)
+    names_file = tmp_path / "names.json"
+    names_file.write_text(json.dumps(NAMES))
+    assert main(["predict", str(trained_run), *paths, "--top-k", "3", "--json",
+                 "--class-names", str(names_file)]) == 0
+    predicted, err = _predicted_names(capsys, paths)
+    assert "from the run's train_config.json" in err and "crop_pct 1," in err
+    correct = sum(name == NAMES[label] for name, label in zip(predicted, labels))
+    # The same preprocessing as the run's validation: the same accuracy.
+    assert correct == round(summary["val_accuracy"] * len(labels))
+
+    # Without --class-names: the run's own (its class folders' names, here "0".."9").
+    assert main(["predict", str(trained_run), *paths[:2], "--top-k", "3", "--json"]) == 0
+    predicted, _ = _predicted_names(capsys, paths[:2])
+    assert set(predicted) <= {str(i) for i in range(10)}
+
+
+def test_predict_with_the_builtin_preset_reproduces_its_accuracy(tmp_path, capsys):
+    from keras_spvit.models.presets import PRESETS_DIR
+
+    metadata = json.loads((PRESETS_DIR / "spvit_tiny_digits" / "metadata.json").read_text())
+    paths, labels = _write_test_digits(tmp_path)
+    assert str(len(labels)) in metadata["held_out_split"]
+    names_file = tmp_path / "names.json"
+    names_file.write_text(json.dumps(NAMES))
+    assert main(["predict", "SPViT_Tiny", "--weights", "spvit_tiny_digits", *paths, "--json",
+                 "--class-names", str(names_file), "--top-k", "1"]) == 0
+    predicted, err = _predicted_names(capsys, paths)
+    assert "crop_pct 1, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)" in err
+    assert "the model's preprocessor (--weights spvit_tiny_digits)" in err
+    correct = sum(name == NAMES[label] for name, label in zip(predicted, labels))
+    assert correct == round(metadata["held_out_accuracy"] * len(labels))
+
+    # Flags override the preset's preprocessing, and the output says so.
+    assert main(["predict", "SPViT_Tiny", "--weights", "spvit_tiny_digits", paths[0],
+                 "--crop-pct", "0.875", "--mean", "0.485", "0.456", "0.406",
+                 "--std", "0.229", "0.224", "0.225"]) == 0
+    out = capsys.readouterr().out
+    assert "crop_pct 0.875, mean (0.485, 0.456, 0.406)" in out
+    assert "--crop-pct, --mean, --std from the command line" in out
+
+
+def test_bad_arguments_say_what_to_fix(tmp_path, capsys):
+    for argv, expected in [
+        (["train", "--model", "SPViT_XL", "--out", str(tmp_path / "x")], "unknown model 'SPViT_XL'"),
+        (["train", "--data", "mnist", "--out", str(tmp_path / "y")], "Unknown data source 'mnist'"),
+        (["train", "--set", "learning_rate=1", "--out", str(tmp_path / "z")],
+         "unknown recipe field(s) ['learning_rate']"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert expected in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -1,9 +1,10 @@
-"""The bundled digits: shipped, offline, and split the same way every time."""
+"""The bundled digits: shipped, offline, split the same way every time, and
+returned as the images a model's preprocessor takes."""
 
 import numpy as np
 import pytest
 
-from keras_spvit.data import digits_dataset, load_digits
+from keras_spvit.data import digits_dataset, digits_split, load_digits
 
 
 def test_bundled_digits_are_the_uci_set():
@@ -21,22 +22,46 @@ def test_dataset_splits_are_disjoint_and_normalised():
     assert len(y_train) + len(y_test) == 1797
 
 
-def test_bad_split_is_named():
+@pytest.mark.parametrize("call", [digits_dataset, digits_split])
+def test_bad_split_is_named(call):
     with pytest.raises(ValueError, match="split='val'"):
-        digits_dataset("val")
+        call("val")
 
 
-def test_digits_split_is_the_dataset_split():
-    import numpy as np
+def test_digits_split_gives_ordinary_uint8_rgb_images():
+    images, labels = digits_split("test")
+    assert images.shape == (359, 8, 8, 3) and images.dtype == np.uint8
+    assert labels.shape == (359,) and labels.dtype == np.int32
+    assert (int(images.min()), int(images.max())) == (0, 255)
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grey as RGB
+    # The 17 UCI grey levels map onto 0..255 evenly: level k -> round(k * 255 / 16).
+    assert sorted(np.unique(images)) == [round(k * 255 / 16) for k in range(17)]
 
-    from keras_spvit.data import digits_split
-    from keras_spvit.data.sources import digits_uint8
 
+def test_splits_partition_the_set_with_the_uci_pixels():
+    raw, raw_labels = load_digits()
     train_x, train_y = digits_split("train")
     test_x, test_y = digits_split("test")
-    assert (len(train_y), len(test_y)) == (1438, 359)
-    assert train_x.max() == 16 and train_y.dtype == np.int32
-    uint8_x, uint8_y = digits_uint8("test")
-    assert uint8_x.dtype == np.uint8 and uint8_x.max() == 255
-    np.testing.assert_array_equal(uint8_y, test_y)
-    np.testing.assert_array_equal(np.round(test_x.astype("float32") * 255 / 16), uint8_x)
+    all_x, all_y = digits_split("all", channels=1)
+    assert (len(train_y), len(test_y), all_x.shape) == (1438, 359, (1797, 8, 8, 1))
+    np.testing.assert_array_equal(all_y, raw_labels)
+    # An independent rescaling of the raw file: 16 -> 255, 8 -> 128 (127.5 rounds to even).
+    np.testing.assert_array_equal(all_x[..., 0], (raw.astype(np.int64) * 255 + 8) // 16)
+    assert sorted(np.concatenate([train_y, test_y]).tolist()) == sorted(raw_labels.tolist())
+
+
+def test_uci_levels_keep_the_old_output():
+    images, labels = digits_split("test", uci_levels=True)
+    assert images.shape == (359, 8, 8) and images.max() == 16
+    np.testing.assert_array_equal(
+        np.round(images.astype("float32") * 255 / 16).astype("uint8"), digits_split("test")[0][..., 0]
+    )
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(channels=2), "channels=2"),
+    (dict(test_fraction=1.5), "test_fraction=1.5"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        digits_split("test", **kwargs)

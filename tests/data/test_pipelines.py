@@ -122,6 +122,31 @@ def test_input_context_shards_examples_and_batches_per_replica():
     assert _policy(val) == Policy.OFF
 
 
+def test_rand_augment_per_batch_gives_the_per_example_batches():
+    # The batched path (crop and draws per example, RandAugment, normalise and
+    # erasing per batch) yields exactly the per-example pipeline's batches,
+    # also under an input context (this worker's share).
+    images, labels = _arrays(count=12, height=28, width=30)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2
+    )
+
+    def batches(batch_rand_augment, input_context=None):
+        augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.5,
+                               batch_rand_augment=batch_rand_augment)
+        train = array_dataset(images, labels, image_size=16, batch_size=4, training=True,
+                              augment=augment, seed=2, input_context=input_context)
+        return [(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y)) for x, y in train]
+
+    for input_context in (None, context):
+        per_example, per_batch = batches(False, input_context), batches(True, input_context)
+        assert len(per_batch) == len(per_example) == 3
+        for (x, y), (bx, by) in zip(per_example, per_batch):
+            np.testing.assert_array_equal(bx, x)
+            np.testing.assert_array_equal(by, y)
+            assert bx.shape == ((4 if input_context is None else 2), 16, 16, 3)
+
+
 def test_pipeline_trains_a_model_on_this_backend():
     images, labels = _arrays(count=8)
     augment = TrainAugment(mixup_alpha=0.8, label_smoothing=0.1, seed=0)

@@ -92,15 +92,18 @@ def output_and_gradients(layer, a, cotangent):
     return out, [a.grad] + [v.value.grad for v in layer.trainable_variables]
 
 
-@pytest.mark.parametrize("normalize_output, frozen", [(True, None), (False, "bn2")])
-def test_refiner_training_equals_its_keras_layers(normalize_output, frozen):
-    """Forward, gradients and moving statistics of the fused training path."""
+@pytest.mark.parametrize(
+    "normalize_output, frozen, kernel_size", [(True, None, 3), (False, "bn2", 3), (True, None, 5)]
+)
+def test_refiner_training_equals_its_keras_layers(normalize_output, frozen, kernel_size):
+    """Forward, gradients and moving statistics of the fused training path
+    (on JAX: the hand-written convolution gradients, flipped kernel included)."""
     shape = (3, 4, 9, 9)
     a = maps(shape, seed=4)
     cotangent = np.random.default_rng(5).normal(size=shape).astype("float32")
     results = []
     for cls in (layers.AttentionRefiner, KerasLayersRefiner):
-        refiner = cls(normalize_output=normalize_output)
+        refiner = cls(normalize_output=normalize_output, kernel_size=kernel_size)
         refiner.build(shape)
         rng = np.random.default_rng(0)
         for v in refiner.weights:

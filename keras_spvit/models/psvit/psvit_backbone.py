@@ -12,6 +12,8 @@ from keras_spvit.layers.token_pooling import TokenPooling
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
 from keras_spvit.models.spvit.spvit_backbone import check_image_shape
+from keras_spvit.models.arguments import check_psvit_arguments
+from keras_spvit.models.naming import default_name
 from keras_spvit.utils.validation import check_non_negative_int, check_positive_int, check_rate
 
 LAYER_NORM_EPSILON = 1e-6  # DeiT's
@@ -49,9 +51,9 @@ class PSViTBackbone(ResizableBackbone):
     (see `ResizableBackbone`).
 
     Args:
-        stage_depths: blocks per stage, e.g. `(4, 4, 4)`.
-        stage_dims: width per stage.
-        stage_heads: heads per stage.
+        stage_depths: required. Blocks per stage, e.g. `(4, 4, 4)`.
+        stage_dims: required. Width per stage.
+        stage_heads: required. Heads per stage.
         pooling_mode: `"2d"` or `"1d"`.
         pooling: `"conv"`, `"avg"` or `"max"` (see `TokenPooling`).
         shared_layers: indices of layers that share the previous layer's map.
@@ -67,7 +69,11 @@ class PSViTBackbone(ResizableBackbone):
         layer_norm_epsilon: float.
         image_shape: `(height, width, channels)`.
         dtype: optional dtype policy.
-        **kwargs: standard `keras_hub.models.Backbone` arguments.
+        **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
+            defaults to `"psvit_backbone"`.
+
+    Arguments are checked before anything is built: a `ValueError` names
+    the argument at fault (see `keras_spvit.models.arguments`).
 
     Example:
 
@@ -79,11 +85,13 @@ class PSViTBackbone(ResizableBackbone):
     (2, 5, 64)
     """
 
+    family = "psvit"
+
     def __init__(
         self,
-        stage_depths,
-        stage_dims,
-        stage_heads,
+        stage_depths=None,
+        stage_dims=None,
+        stage_heads=None,
         pooling_mode="2d",
         pooling="conv",
         shared_layers=(),
@@ -100,6 +108,12 @@ class PSViTBackbone(ResizableBackbone):
         dtype=None,
         **kwargs,
     ):
+        check_psvit_arguments(
+            stage_depths, stage_dims, stage_heads, pooling_mode, pooling, shared_layers,
+            spatial_prior_layers, class_token_block, mlp_ratio, stem, patch_size,
+            drop_path_rate, layer_norm_epsilon, image_shape,
+        )
+        kwargs["name"] = default_name(kwargs.get("name"), self.family, "backbone")
         stages = len(tuple(stage_depths))
         stage_depths = _per_stage(stage_depths, stages, "stage_depths")
         stage_dims = _per_stage(stage_dims, stages, "stage_dims")

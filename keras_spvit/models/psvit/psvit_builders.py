@@ -7,9 +7,9 @@ from keras_spvit.models.psvit.psvit_variants import PSVIT_VARIANTS
 
 
 def PSViT(
-    stage_depths,
-    stage_dims,
-    stage_heads,
+    stage_depths=None,
+    stage_dims=None,
+    stage_heads=None,
     pooling_mode="2d",
     shared_layers=(),
     num_classes=1000,
@@ -20,17 +20,21 @@ def PSViT(
     """Builds a `PSViTImageClassifier` from per-stage hyper-parameters.
 
     Args:
-        stage_depths: blocks per stage.
-        stage_dims: width per stage.
-        stage_heads: heads per stage.
+        stage_depths: required. Blocks per stage.
+        stage_dims: required. Width per stage.
+        stage_heads: required. Heads per stage.
         pooling_mode: `"2d"` or `"1d"` token pooling between stages.
         shared_layers: layer indices that reuse the previous layer's map.
         num_classes: int.
         image_shape: `(height, width, channels)`.
-        name: optional model name.
+        name: optional model name (default `"psvit"`; the backbone is named
+            `name + "_backbone"`).
         **kwargs: any other `PSViTBackbone` argument (`pooling`,
             `refine_shared`, `spatial_prior_layers`, `class_token_block`,
             `dtype`, ...) or classifier argument.
+
+    Every argument is checked before anything is built; a `ValueError`
+    names the argument at fault.
 
     Returns:
         A `PSViTImageClassifier`.

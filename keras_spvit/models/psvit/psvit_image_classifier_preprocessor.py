@@ -1,12 +1,14 @@
 import keras
-from keras_hub.models import ImageClassifierPreprocessor
 
+from keras_spvit.models.image_classifier_preprocessor import (
+    FamilyImageClassifierPreprocessor,
+)
 from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
 from keras_spvit.models.psvit.psvit_image_converter import PSViTImageConverter
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
-class PSViTImageClassifierPreprocessor(ImageClassifierPreprocessor):
+class PSViTImageClassifierPreprocessor(FamilyImageClassifierPreprocessor):
     """Preprocessor of `PSViTImageClassifier`: its image converter, labels passed through.
 
     `PSViTImageClassifier.from_preset` attaches the one saved in the preset;

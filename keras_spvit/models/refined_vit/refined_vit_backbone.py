@@ -10,11 +10,8 @@ from keras_spvit.layers.shared_attention import SharedAttention
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
 from keras_spvit.models.spvit.spvit_backbone import check_image_shape
-from keras_spvit.utils.validation import (
-    check_positive_float,
-    check_rate,
-    check_transformer_dims,
-)
+from keras_spvit.models.arguments import check_refined_vit_arguments
+from keras_spvit.models.naming import default_name
 
 LAYER_NORM_EPSILON = 1e-6  # Refiner's (LV-ViT / SP-ViT use 1e-5)
 
@@ -38,9 +35,9 @@ class RefinedViTBackbone(ResizableBackbone):
     (see `ResizableBackbone`).
 
     Args:
-        embed_dim: int. Token width; divisible by `num_heads`.
-        depth: int. Number of blocks.
-        num_heads: int. Attention heads.
+        embed_dim: int, required. Token width; divisible by `num_heads`.
+        depth: int, required. Number of blocks.
+        num_heads: int, required. Attention heads.
         mlp_ratio: float. MLP expansion.
         refiner_blocks: optional list of block indices that share and refine
             the previous map; defaults to the odd blocks. Block 0 has no
@@ -59,7 +56,11 @@ class RefinedViTBackbone(ResizableBackbone):
         layer_norm_epsilon: float (1e-6 released).
         image_shape: `(height, width, channels)` of the inputs.
         dtype: optional dtype policy.
-        **kwargs: standard `keras_hub.models.Backbone` arguments.
+        **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
+            defaults to `"refined_vit_backbone"`.
+
+    Arguments are checked before anything is built: a `ValueError` names
+    the argument at fault (see `keras_spvit.models.arguments`).
 
     Example:
 
@@ -70,11 +71,13 @@ class RefinedViTBackbone(ResizableBackbone):
     (2, 17, 64)
     """
 
+    family = "refined_vit"
+
     def __init__(
         self,
-        embed_dim,
-        depth,
-        num_heads,
+        embed_dim=None,
+        depth=None,
+        num_heads=None,
         mlp_ratio=3.0,
         refiner_blocks=None,
         refiner_expansion_ratio=3,
@@ -92,18 +95,18 @@ class RefinedViTBackbone(ResizableBackbone):
         dtype=None,
         **kwargs,
     ):
-        embed_dim, depth, num_heads = check_transformer_dims(embed_dim, depth, num_heads)
+        check_refined_vit_arguments(
+            embed_dim, depth, num_heads, mlp_ratio, refiner_blocks, refiner_expansion_ratio,
+            refiner_kernel_size, stem, patch_size, adjust_ratio, mlp_scale_init, drop_path_rate,
+            dropout, attention_dropout, layer_norm_epsilon, image_shape,
+        )
+        kwargs["name"] = default_name(kwargs.get("name"), self.family, "backbone")
+        embed_dim, depth, num_heads = int(embed_dim), int(depth), int(num_heads)
         if refiner_blocks is None:
             refiner_blocks = list(range(1, depth, 2))
         refiner_blocks = sorted({int(i) for i in refiner_blocks})
-        if any(not 0 < i < depth for i in refiner_blocks):
-            raise ValueError(
-                "`refiner_blocks` must be block indices in [1, depth): block 0 "
-                "has no previous attention map to refine. Received: "
-                f"refiner_blocks={refiner_blocks}, depth={depth}"
-            )
-        drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
-        adjust_ratio = check_positive_float(adjust_ratio, "adjust_ratio")
+        drop_path_rate = float(drop_path_rate)
+        adjust_ratio = float(adjust_ratio)
         image_shape = check_image_shape(image_shape, patch_size)
         head_dim = embed_dim // num_heads
 

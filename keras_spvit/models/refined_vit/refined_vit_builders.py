@@ -9,9 +9,9 @@ from keras_spvit.models.refined_vit.refined_vit_variants import REFINED_VIT_VARI
 
 
 def RefinedViT(
-    embed_dim,
-    depth,
-    num_heads,
+    embed_dim=None,
+    depth=None,
+    num_heads=None,
     mlp_ratio=3.0,
     num_classes=1000,
     image_shape=(224, 224, 3),
@@ -22,18 +22,22 @@ def RefinedViT(
     """Builds a `RefinedViTImageClassifier` from hyper-parameters.
 
     Args:
-        embed_dim: int. Token width.
-        depth: int. Number of blocks.
-        num_heads: int. Attention heads.
+        embed_dim: int, required. Token width, divisible by `num_heads`.
+        depth: int, required. Number of blocks.
+        num_heads: int, required. Attention heads.
         mlp_ratio: float. MLP expansion.
         num_classes: int. Classes of both heads.
         image_shape: `(height, width, channels)` of the inputs.
         drop_path_rate: float. Final stochastic-depth rate.
-        name: optional model name.
+        name: optional model name (default `"refined_vit"`; the backbone is
+            named `name + "_backbone"`).
         **kwargs: any other `RefinedViTBackbone` argument (`refiner_blocks`,
             `refiner_expansion_ratio`, `refiner_kernel_size`, `stem`,
             `dtype`, ...) or classifier argument (`aux_weight`,
             `return_dense`, `head_dtype`, `preprocessor`).
+
+    Every argument is checked before anything is built; a `ValueError`
+    names the argument at fault.
 
     Returns:
         A `RefinedViTImageClassifier`.

@@ -1,6 +1,8 @@
 import keras
-from keras_hub.models import ImageClassifierPreprocessor
 
+from keras_spvit.models.image_classifier_preprocessor import (
+    FamilyImageClassifierPreprocessor,
+)
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 from keras_spvit.models.refined_vit.refined_vit_image_converter import (
     RefinedViTImageConverter,
@@ -8,7 +10,7 @@ from keras_spvit.models.refined_vit.refined_vit_image_converter import (
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
-class RefinedViTImageClassifierPreprocessor(ImageClassifierPreprocessor):
+class RefinedViTImageClassifierPreprocessor(FamilyImageClassifierPreprocessor):
     """Preprocessor of `RefinedViTImageClassifier`: its image converter, labels passed through.
 
     `RefinedViTImageClassifier.from_preset` attaches the one saved in the preset;

@@ -10,11 +10,8 @@ from keras_spvit.layers.position_embedding import PositionEmbedding
 from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
-from keras_spvit.utils.validation import (
-    check_non_negative_int,
-    check_rate,
-    check_transformer_dims,
-)
+from keras_spvit.models.arguments import check_spvit_arguments
+from keras_spvit.models.naming import default_name
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
@@ -35,9 +32,9 @@ class SPViTBackbone(ResizableBackbone):
     (see `ResizableBackbone`).
 
     Args:
-        embed_dim: int. Token width; divisible by `num_heads`.
-        depth: int. Number of transformer blocks.
-        num_heads: int. Attention heads per block.
+        embed_dim: int, required. Token width; divisible by `num_heads`.
+        depth: int, required. Number of transformer blocks.
+        num_heads: int, required. Attention heads per block.
         mlp_ratio: float. MLP hidden width is `int(embed_dim * mlp_ratio)`.
         spatial_prior_blocks: int in `[0, depth)`. Number of leading blocks
             with spatial-prior attention (K in the paper).
@@ -62,7 +59,11 @@ class SPViTBackbone(ResizableBackbone):
         image_shape: `(height, width, channels)` of the channels-last,
             normalised input images.
         dtype: optional dtype policy, e.g. `"mixed_bfloat16"`.
-        **kwargs: standard `keras_hub.models.Backbone` arguments.
+        **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
+            defaults to `"spvit_backbone"`.
+
+    Arguments are checked before anything is built: a `ValueError` names
+    the argument at fault (see `keras_spvit.models.arguments`).
 
     Example:
 
@@ -74,11 +75,13 @@ class SPViTBackbone(ResizableBackbone):
     (2, 17, 64)
     """
 
+    family = "spvit"
+
     def __init__(
         self,
-        embed_dim,
-        depth,
-        num_heads,
+        embed_dim=None,
+        depth=None,
+        num_heads=None,
         mlp_ratio=3.0,
         spatial_prior_blocks=0,
         class_token_block=None,
@@ -97,35 +100,21 @@ class SPViTBackbone(ResizableBackbone):
         dtype=None,
         **kwargs,
     ):
-        embed_dim, depth, num_heads = check_transformer_dims(embed_dim, depth, num_heads)
-        spatial_prior_blocks = check_non_negative_int(
-            spatial_prior_blocks, "spatial_prior_blocks"
+        check_spvit_arguments(
+            embed_dim, depth, num_heads, mlp_ratio, spatial_prior_blocks, class_token_block,
+            stem, patch_size, skip_lam, drop_path_rate, dropout, attention_dropout,
+            refiner_blocks, refiner_expansion_ratio, refiner_kernel_size, layer_norm_epsilon,
+            image_shape,
         )
-        if spatial_prior_blocks >= depth:
-            raise ValueError(
-                "`spatial_prior_blocks` must be smaller than `depth`: at least "
-                "one vanilla block has to see the class token. Received: "
-                f"spatial_prior_blocks={spatial_prior_blocks}, depth={depth}"
-            )
+        kwargs["name"] = default_name(kwargs.get("name"), self.family, "backbone")
+        embed_dim, depth, num_heads = int(embed_dim), int(depth), int(num_heads)
+        spatial_prior_blocks = int(spatial_prior_blocks)
         if class_token_block is None:
             class_token_block = spatial_prior_blocks
-        class_token_block = check_non_negative_int(class_token_block, "class_token_block")
-        if not spatial_prior_blocks <= class_token_block < depth:
-            raise ValueError(
-                "`class_token_block` must lie in [spatial_prior_blocks, depth): "
-                "spatial-prior blocks act on patch tokens only, and the class "
-                "token must reach at least one block. Received: "
-                f"class_token_block={class_token_block}, "
-                f"spatial_prior_blocks={spatial_prior_blocks}, depth={depth}"
-            )
-        drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
+        class_token_block = int(class_token_block)
+        drop_path_rate = float(drop_path_rate)
         image_shape = check_image_shape(image_shape, patch_size)
         refiner_blocks = sorted({int(i) for i in refiner_blocks})
-        if any(not 0 <= i < depth for i in refiner_blocks):
-            raise ValueError(
-                "`refiner_blocks` must be block indices in [0, depth). Received: "
-                f"refiner_blocks={refiner_blocks}, depth={depth}"
-            )
 
         # === Layers ===
         self.stem = ConvStem(embed_dim, stem=stem, patch_size=patch_size, name="stem", dtype=dtype)

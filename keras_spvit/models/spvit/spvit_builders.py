@@ -7,9 +7,9 @@ from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
 
 
 def SPViT(
-    embed_dim,
-    depth,
-    num_heads,
+    embed_dim=None,
+    depth=None,
+    num_heads=None,
     mlp_ratio=3.0,
     spatial_prior_blocks=0,
     stem="4_2",
@@ -23,9 +23,9 @@ def SPViT(
     """Builds an `SPViTImageClassifier` from hyper-parameters.
 
     Args:
-        embed_dim: int. Token width.
-        depth: int. Number of blocks.
-        num_heads: int. Attention heads.
+        embed_dim: int, required. Token width, divisible by `num_heads`.
+        depth: int, required. Number of blocks.
+        num_heads: int, required. Attention heads.
         mlp_ratio: float. MLP expansion.
         spatial_prior_blocks: int. Leading blocks with spatial-prior attention.
         stem: `"4_2"`, `"4_2_128"` or `"patch"`.
@@ -33,11 +33,15 @@ def SPViT(
         num_classes: int. Classes of both heads.
         image_shape: `(height, width, channels)` of the inputs.
         drop_path_rate: float. Final stochastic-depth rate.
-        name: optional model name.
+        name: optional model name (default `"spvit"`; the backbone is
+            named `name + "_backbone"`).
         **kwargs: any other `SPViTBackbone` argument (`class_token_block`,
             `patch_size`, `dropout`, `dtype`, ...) or `SPViTImageClassifier`
             argument (`aux_weight`, `return_dense`, `head_dtype`,
             `preprocessor`).
+
+    Every argument is checked before anything is built; a `ValueError`
+    names the argument at fault.
 
     Returns:
         An `SPViTImageClassifier`; its backbone is `model.backbone`.

@@ -1,12 +1,14 @@
 import keras
-from keras_hub.models import ImageClassifierPreprocessor
 
+from keras_spvit.models.image_classifier_preprocessor import (
+    FamilyImageClassifierPreprocessor,
+)
 from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
 from keras_spvit.models.spvit.spvit_image_converter import SPViTImageConverter
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
-class SPViTImageClassifierPreprocessor(ImageClassifierPreprocessor):
+class SPViTImageClassifierPreprocessor(FamilyImageClassifierPreprocessor):
     """Preprocessor of `SPViTImageClassifier`: its image converter, labels passed through.
 
     `SPViTImageClassifier.from_preset` attaches the one saved in the preset;

@@ -1,6 +1,10 @@
 """`keras-spvit train`: any builder, any data source, a recipe, resumable."""
 
+import contextlib
+import functools
 import os
+import re
+import sys
 
 
 def add_parser(subparsers):
@@ -47,6 +51,9 @@ def add_parser(subparsers):
     parser.add_argument("--save-every", type=positive_int, default=None,
                         help="also back up every N batches (default: every epoch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strict-data", action="store_true",
+                        help="fail on the first image that does not decode, naming it (default: "
+                        "skip it, list it in summary.json and warn at the end)")
     parser.add_argument("--verbose", type=int, nargs="?", const=1, default=None, metavar="N",
                         help="Keras fit verbosity (0, 1, 2); --verbose (N > 0) also keeps "
                         "TensorFlow's C++ logs")
@@ -74,8 +81,12 @@ def train_augment(recipe, seed):
     )
 
 
-def with_mix_token(dataset, model, num_classes, image_size, seed):
-    """Applies MixToken per batch; targets become `{"labels", "token_labels"}`."""
+def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0):
+    """Applies MixToken per batch; targets become `{"labels", "token_labels"}`.
+
+    Batch `k` of `dataset` is batch `first_batch + k` of the run and its box
+    is drawn from `(seed, first_batch + k)`: the same box after a resume.
+    """
     import math
 
     import tensorflow as tf
@@ -90,20 +101,22 @@ def with_mix_token(dataset, model, num_classes, image_size, seed):
             f"{tokens} tokens for {image_size} px."
         )
     patch = image_size // side
-    generator = tf.random.Generator.from_seed(seed)
+    key = tf.constant([seed, 0x70CE2], tf.int64)
 
-    def mix(images, labels):
+    def mix(images, labels, position):
         if labels.dtype.is_integer:
             labels = tf.one_hot(labels, num_classes)
         dense = tf.broadcast_to(labels[:, None, None, :], (tf.shape(labels)[0], side, side, num_classes))
         images, labels, dense = mix_token(
-            images, labels, dense, patch_size=patch, seed=generator.make_seeds(1)[:, 0],
-            num_classes=num_classes,
+            images, labels, dense, patch_size=patch, num_classes=num_classes,
+            seed=tf.random.experimental.stateless_fold_in(key, position),
         )
         return images, {"labels": labels, "token_labels": dense}
 
-    # Sequential: the generator hands out seeds in batch order (reproducible).
-    return dataset.map(mix)
+    positions = tf.data.Dataset.range(first_batch, 2**62)
+    return tf.data.Dataset.zip(dataset, positions).map(
+        lambda batch, position: mix(*batch, position), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def build_model(args, num_classes, image_size, recipe, dtype="float32"):
@@ -202,12 +215,16 @@ def run(args):
     from keras_spvit.data.sources import source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
     from keras_spvit.training.hardware import resolve_jit, resolve_precision
-    from keras_spvit.training.trainer import for_model
+    from keras_spvit.training.trainer import for_model, steps_in
 
     recipe, num_classes = plan["recipe"], plan["num_classes"]
     val_source, val_split = plan["val_source"], plan["val_split"]
     keras.utils.set_random_seed(args.seed)
     options = pipeline_options(args)
+    from keras_spvit.data.decode_errors import DecodeErrors
+
+    bad_files = DecodeErrors()  # shared by every pipeline of the run
+    checking = {"strict_data": args.strict_data, "decode_errors": bad_files}
     dtype = resolve_precision(args.precision)
     asked = " ".join(
         f"{flag} {value}" for flag, value in (
@@ -223,24 +240,42 @@ def run(args):
         image_size = args.image_size or model.input_shape[1]
         augment = train_augment(recipe, args.seed)
 
-        def train_fn(input_context=None):
+        def train_fn(input_context=None, start=None):
             # Called once per worker under multi-worker training: each worker
             # reads and decodes only its share of the shuffled file list.
             train, _ = source_dataset(
                 args.data, args.split, image_size=image_size, batch_size=args.batch_size,
                 training=True, augment=augment, num_classes=num_classes, seed=args.seed,
-                data_dir=args.data_dir, input_context=input_context, **options,
+                data_dir=args.data_dir, input_context=input_context, start=start, **options,
+                **checking,
             )
             if recipe.mix_token and getattr(model, "return_dense", False):
-                train = with_mix_token(train, model, num_classes, image_size, args.seed)
+                first = 0
+                if start is not None:  # batches per step: one per replica of this worker
+                    per_step = 1 if input_context is None else (
+                        input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+                    first = (start[0] * steps_per_epoch + start[1]) * per_step
+                train = with_mix_token(train, model, num_classes, image_size, args.seed,
+                                       first_batch=first)
             return for_model(train, model)
 
-        train = distribute_input(train_fn)
+        # The number of batches per epoch, from the one-pass pipeline.
+        steps_per_epoch = steps_in(distribute_input(train_fn))
+        if parse_kind(args.data) == "tfds":
+            # TFDS shuffles its files itself, per pass: a resumed run gets the
+            # right step count on a fresh pass, not the same batches.
+            train = distribute_input(train_fn)
+        else:
+            # A stream addressed by position: a resumed run sees the batches an
+            # uninterrupted one would have.
+            def train(epoch, batch):
+                return distribute_input(functools.partial(train_fn, start=(epoch, batch)))
         val = None
         if val_source:
             val, _ = source_dataset(
                 val_source, val_split, image_size=image_size, batch_size=args.batch_size,
                 training=False, num_classes=num_classes, data_dir=args.data_dir, **options,
+                **checking,
             )
         # What `evaluate` and `predict` read back to preprocess like the run did.
         preprocessing = {"image_size": [image_size, image_size],
@@ -254,15 +289,35 @@ def run(args):
                     "dtype_policy": dtype, "jit_compile": jit})
         if plan["class_names"]:
             write_json(os.path.join(args.out, "class_names.json"), plan["class_names"])
-        summary = fit(
-            model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
-            epochs=args.epochs, save_freq=args.save_every or "epoch", jit_compile=jit,
-            verbose="auto" if args.verbose is None else args.verbose,
-        )
+        with _naming_bad_files():
+            summary = fit(
+                model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
+                epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+                save_freq=args.save_every or "epoch", jit_compile=jit,
+                verbose="auto" if args.verbose is None else args.verbose,
+            )
+        summary.update(bad_files.summary())
+        write_json(os.path.join(args.out, "summary.json"), summary)
     print_summary(summary, replicas, dtype, jit,
                   data=f"{args.data} [{args.split}]" if parse_kind(args.data) in (
                       "digits", "tfds") else args.data)
     return 0
+
+
+@contextlib.contextmanager
+def _naming_bad_files():
+    # `--strict-data`: the pipeline's error names the file; say it in one line.
+    import tensorflow as tf
+
+    from keras_spvit.cli.common import UsageError
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"cannot decode [^\n]*", str(error))
+        if found is None:
+            raise
+        raise UsageError(f"{found.group(0).strip()} (--strict-data)") from error
 
 
 def parse_kind(source):
@@ -294,3 +349,8 @@ def print_summary(summary, replicas=1, dtype="float32", jit=False, data=None):
         f"  checkpoints     {summary['checkpoint_dir']}\n"
         f"  logs            {summary['log_path']}, {summary['tensorboard_dir']}"
     )
+    if summary.get("bad_file_count"):
+        bad = summary["bad_files"]
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        print(f"warning: {len(bad)} image file(s) did not decode and were skipped: {shown} "
+              "(listed in summary.json; --strict-data fails on them instead)", file=sys.stderr)

@@ -77,6 +77,7 @@ from keras_spvit.data.augment import (
     eval_transform,
     normalize,
 )
+from keras_spvit.data.decode_errors import DecodeErrors, safe_decode
 from keras_spvit.data.train_augment import TrainAugment
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -127,6 +128,87 @@ def _with_seeds(dataset, seed, pipeline_id, salt):
     return dataset.map(stamp)
 
 
+_ENDLESS = 2**62  # epochs / batches of a position stream: never reached
+
+
+def _check_start(start, training, presharded):
+    if not training:
+        raise ValueError("`start` positions a training stream. Received: training=False")
+    if presharded:
+        raise ValueError(
+            "`start` needs the whole source (each worker shuffles it identically); "
+            "TFDS splits sharded by file cannot be positioned. Received: presharded=True"
+        )
+    if (
+        not isinstance(start, (tuple, list))
+        or len(start) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in start)
+    ):
+        raise ValueError(
+            f"Expected `start` to be (epoch, batch), two ints >= 0. Received: start={start!r}"
+        )
+    return tuple(start)
+
+
+def _seed_key(seed, *salt):
+    # One 63-bit key per (seed, purpose) as the int64 pair a stateless op takes.
+    key = np.random.SeedSequence([seed, *salt]).generate_state(2, np.uint32)
+    return tf.constant([int(key[0]), int(key[1])], tf.int64)
+
+
+def _position_seed(key, a, b):
+    # A stateless seed for position (a, b): Philox keyed by the purpose,
+    # folded with the position.
+    folded = tf.random.experimental.stateless_fold_in(key, tf.cast(a, tf.int64))
+    return tf.random.experimental.stateless_fold_in(folded, tf.cast(b, tf.int64))
+
+
+def _position_stream(dataset, seed, start, shuffle_buffer, global_batch, num_workers, worker):
+    """`(x, label, seed)` from `start`: epoch `e` is a permutation of `dataset`
+    drawn from `(seed, e)`, cut to whole global batches, each example seeded by
+    `(e, index)`; with several workers, this worker's share of each global batch.
+    Returns the stream and the steps per epoch."""
+    count = int(dataset.cardinality())
+    if count < 0:
+        raise ValueError(
+            "`start` needs a source of known length (it counts batches per epoch); this "
+            "source's length is unknown."
+        )
+    steps = count // global_batch
+    if steps == 0:
+        raise ValueError(
+            f"The training set ({count} examples) is smaller than one batch. "
+            f"Received: batch_size={global_batch}"
+        )
+    # The whole source in memory (paths, encoded bytes or small arrays: what
+    # the sources give before decoding), so that each epoch is a full
+    # permutation drawn from `(seed, epoch)` (`Dataset.shuffle` takes no
+    # tensor seed under every global seed).
+    try:
+        source = tf.data.Dataset.get_single_element(dataset.batch(count))
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        raise ValueError(
+            "`start` needs a source whose elements batch together (paths, encoded images "
+            f"or same-sized arrays); this one does not ({error})."
+        ) from None
+    shuffle_key = _seed_key(seed, 2)
+    example_key = _seed_key(seed, 0, 0)
+
+    def one_epoch(epoch):
+        noise = tf.random.stateless_uniform([count], _position_seed(shuffle_key, epoch, 0))
+        order = tf.argsort(noise)[: steps * global_batch]
+        elements = tf.nest.map_structure(lambda t: tf.gather(t, order), source)
+        examples = tf.data.Dataset.from_tensor_slices(elements).enumerate().map(
+            lambda i, element: (*element, _position_seed(example_key, epoch, i))
+        )
+        if num_workers > 1:
+            examples = _worker_share(examples, global_batch, num_workers, worker)
+        return examples
+
+    epochs = tf.data.Dataset.range(start[0], _ENDLESS).flat_map(one_epoch)
+    return epochs.skip(start[1] * (global_batch // num_workers)), steps
+
+
 def _cache(dataset, cache):
     if cache is True:
         return dataset.cache()
@@ -163,6 +245,9 @@ def classification_pipeline(
     shard_policy="data",
     input_context=None,
     presharded=False,
+    start=None,
+    strict_data=False,
+    decode_errors=None,
     num_parallel_calls=tf.data.AUTOTUNE,
 ):
     """The pipeline shared by every source: augment or evaluate, batch, prefetch.
@@ -207,6 +292,23 @@ def classification_pipeline(
             pipeline. Default `False`: `dataset` is the whole source, shuffled
             identically in every pipeline and sharded after the shuffle, before
             decoding.
+        start: optional `(epoch, batch)` (training only): an endless stream of
+            epochs from batch `batch` of epoch `epoch` (0-based), each epoch
+            shuffled by `(seed, epoch)` and every example and batch seeded by
+            its position, so the stream from any position is exactly the rest
+            of the stream from `(0, 0)`: what `keras_spvit.training.fit`
+            resumes on (give it `steps_per_epoch`; the source's length must
+            be known). Default `None`: one epoch per pass, reshuffled on every
+            pass. The stream holds the source (paths, encoded images or arrays)
+            in memory, permutes it fully every epoch (`shuffle_buffer` unused)
+            and decodes after the permutation (`cache` unused for training).
+        strict_data: bool. With `decode`: fail on the first file that does
+            not decode, naming it. Default `False`: such a file is recorded
+            (`dataset.decode_errors`), and replaced in its training batch by
+            another example of the batch (left out of evaluation).
+        decode_errors: optional `DecodeErrors` to record bad files in (the
+            pipelines of one run can share one); default a new one. The
+            returned dataset carries it as `.decode_errors`.
         num_parallel_calls: parallelism of the per-example map.
 
     Returns:
@@ -252,6 +354,8 @@ def classification_pipeline(
             "Expected `shuffle_buffer` to be a positive int. "
             f"Received: shuffle_buffer={shuffle_buffer!r}"
         )
+    if start is not None:
+        start = _check_start(start, training, presharded)
     seed = _resolve_seed(seed)
     pipeline_id, num_pipelines, global_batch = 0, 1, batch_size
     if input_context is not None:
@@ -261,56 +365,94 @@ def classification_pipeline(
         shard_policy = "off"
     share = num_pipelines > 1 and not presharded
 
-    def prepare(x, label):
-        image = decode(x) if decode is not None else x
-        return _to_rgb(tf.convert_to_tensor(image)), tf.cast(label, tf.int32)
+    # Decoding never fails a run: `safe_decode` gives a bad file a placeholder
+    # and `ok = False` (and records its path); a training batch then takes
+    # another example of the batch in its place (`_replace_bad`), so batch
+    # count and order never change; evaluation leaves it out.
+    errors = decode_errors if decode_errors is not None else DecodeErrors()
+    checked = decode is not None
+
+    def safely_decoded(dataset):
+        count = int(dataset.cardinality()) if tf.executing_eagerly() else -1
+        dataset = safe_decode(dataset, decode, errors=errors, strict=strict_data,
+                              num_parallel_calls=num_parallel_calls)
+        if count >= 0:  # one element out per element in (Keras counts steps with it)
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+        return dataset
+
+    def prepare(x, label, *ok):
+        image = x if checked or decode is None else decode(x)
+        return (_to_rgb(tf.convert_to_tensor(image)), tf.cast(label, tf.int32), *ok)
 
     if training:
         # Without a cache, decoding waits until after the shuffle, in the parallel map.
-        decoded = bool(cache)
+        # A positioned stream permutes the source itself: decoded images are
+        # not cached before it.
+        decoded = bool(cache) and start is None
         if decoded:
+            if checked:
+                dataset = safely_decoded(dataset)
             dataset = _cache(dataset.map(prepare, num_parallel_calls=num_parallel_calls), cache)
 
-        def train_example(x, label, example_seed):
+        def reorder(x, label, *rest):
+            # `(x, label, [ok,] seed)` -> `(x, label, seed, [ok])`
+            return (x, label, rest[-1], *rest[:-1])
+
+        def train_example(x, label, example_seed, *ok):
             if not decoded:
                 x, label = prepare(x, label)
             image = augment(x, image_size, example_seed)
             # Random erasing works on normalised pixels, as timm's.
-            return augment.erase(normalize(image, mean, std), example_seed), label
+            return (augment.erase(normalize(image, mean, std), example_seed), label, *ok)
 
-        def crop_example(x, label, example_seed):
+        def crop_example(x, label, example_seed, *ok):
             # RandAugment per batch: the example map crops, flips and draws.
             if not decoded:
                 x, label = prepare(x, label)
             pixels, draws = augment.example(x, image_size, example_seed)
-            return pixels, draws, example_seed, label
+            return (pixels, draws, example_seed, label, *ok)
 
         def finish_batch(pixels, draws, seeds, labels):
             return augment.finish_batch(pixels, draws, seeds, mean, std), labels
 
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        # Shared: every pipeline draws the single-worker seeds, then keeps its share.
-        dataset = _with_seeds(dataset, seed, 0 if share else pipeline_id, salt=0)
-        if share:
-            dataset = _worker_share(dataset, global_batch, num_pipelines, pipeline_id)
+        if start is not None:
+            dataset, steps_per_epoch = _position_stream(
+                dataset, seed, start, shuffle_buffer, global_batch,
+                num_pipelines if share else 1, pipeline_id,
+            )
+        else:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            # Shared: every pipeline draws the single-worker seeds, then keeps its share.
+            dataset = _with_seeds(dataset, seed, 0 if share else pipeline_id, salt=0)
+            if share:
+                dataset = _worker_share(dataset, global_batch, num_pipelines, pipeline_id)
+        if checked and not decoded:
+            # After the shuffle and the worker's share: each file decoded once.
+            dataset = safely_decoded(dataset)  # (image, label, seed, ok)
+        elif checked:
+            dataset = dataset.map(reorder)  # decoded before the seeds were added
         if augment.batches_rand_augment:
             dataset = dataset.map(crop_example, num_parallel_calls=num_parallel_calls)
         else:
             dataset = dataset.map(train_example, num_parallel_calls=num_parallel_calls)
     else:
 
-        def eval_example(x, label):
+        def eval_example(x, label, *ok):
             image, label = prepare(x, label)
             return eval_transform(image, image_size, crop_pct, interpolation, mean, std), label
 
         if share:
             dataset = dataset.shard(num_pipelines, pipeline_id)
+        if checked:
+            dataset = safely_decoded(dataset).filter(lambda x, label, ok: ok)
         dataset = _cache(dataset.map(eval_example, num_parallel_calls=num_parallel_calls), cache)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
+    if training and checked:
+        dataset = dataset.map(_replace_bad, num_parallel_calls=num_parallel_calls)
     if training and augment.batches_rand_augment:
         dataset = dataset.map(finish_batch, num_parallel_calls=num_parallel_calls)
-    if training and tf.executing_eagerly() and int(dataset.cardinality()) == 0:
+    if training and start is None and tf.executing_eagerly() and int(dataset.cardinality()) == 0:
         raise ValueError(
             f"The training set is smaller than one batch, and the last partial batch is "
             f"dropped. Received: batch_size={batch_size}"
@@ -321,8 +463,20 @@ def classification_pipeline(
         def mix(images, labels, batch_seed):
             return augment.mix_batch(images, labels, num_classes, batch_seed)
 
-        # Sequential: the Keras MixUp/CutMix generators then advance in batch order.
-        dataset = _with_seeds(dataset, seed, pipeline_id, salt=1).map(mix)
+        if start is not None:
+            # Batch k of the stream is batch `first + k` of the run: seeded by it.
+            per_step = global_batch // (num_pipelines * batch_size)
+            first = (start[0] * steps_per_epoch + start[1]) * per_step
+            key = _seed_key(seed, pipeline_id, 1)
+            positions = tf.data.Dataset.range(first, _ENDLESS).map(
+                lambda k: _position_seed(key, k, 0)
+            )
+            dataset = tf.data.Dataset.zip(dataset, positions).map(
+                lambda batch, batch_seed: mix(*batch, batch_seed),
+                num_parallel_calls=num_parallel_calls,
+            )
+        else:
+            dataset = _with_seeds(dataset, seed, pipeline_id, salt=1).map(mix)
     elif one_hot:
         dataset = dataset.map(
             lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32)),
@@ -331,7 +485,18 @@ def classification_pipeline(
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = _SHARD_POLICIES[shard_policy]
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    dataset.decode_errors = errors
+    return dataset
+
+
+def _replace_bad(*batch):
+    """Drops the batch's `ok` flags, each bad example replaced by the batch's
+    first good one (a batch with none keeps its placeholders)."""
+    *elements, ok = batch
+    first_good = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
+    index = tf.where(ok, tf.range(tf.shape(ok)[0]), first_good)
+    return tuple(tf.nest.map_structure(lambda t: tf.gather(t, index), elements))
 
 
 def _worker_share(dataset, global_batch, num_workers, worker):

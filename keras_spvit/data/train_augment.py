@@ -49,6 +49,39 @@ class TFDataEqualization(keras.layers.Equalization):
         )
 
 
+class _FoldedSeeds(keras.random.SeedGenerator):
+    """A `SeedGenerator` without state: its n-th draw is `fold_in(seed, n)`.
+
+    Keras' image layers draw from a generator; given this one they draw a
+    stateless function of the batch's seed (the same batch, the same mix, in
+    any order, in a parallel map, after a resume).
+    """
+
+    def __init__(self, seed):  # no variable: nothing to advance
+        self._base = as_seed(seed)
+        self._draws = 0
+
+    def next(self, ordered=True):
+        self._draws += 1  # counts draw sites while tracing: a constant per site
+        return tf.random.experimental.stateless_fold_in(self._base, self._draws)
+
+
+def _call_with_seed(layer, data, seed):
+    # What the layer's `__call__` does inside `tf.data` (TensorFlow ops
+    # whatever the Keras backend), with the random draws taken from `seed`.
+    layer.backend.set_backend("tensorflow")
+    try:
+        transformation = layer.get_random_transformation(
+            data, training=True, seed=_FoldedSeeds(seed)
+        )
+        return {
+            "images": layer.transform_images(data["images"], transformation, training=True),
+            "labels": layer.transform_labels(data["labels"], transformation, training=True),
+        }
+    finally:
+        layer.backend.reset()
+
+
 def _fold(seed, salt):
     return tf.random.experimental.stateless_fold_in(as_seed(seed), salt)
 
@@ -458,7 +491,7 @@ class TrainAugment:
         draws = tf.random.stateless_uniform((2,), as_seed(seed))
 
         def run(layer):
-            out = layer({"images": images, "labels": labels}, training=True)
+            out = _call_with_seed(layer, {"images": images, "labels": labels}, seed)
             return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
 
         if self._mixup is not None and self._cutmix is not None:

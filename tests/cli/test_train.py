@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from keras_spvit.cli import main
@@ -43,12 +44,13 @@ def _epochs_logged(out):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_killed_mid_epoch_resumes_and_finishes(tmp_path):
+def test_killed_mid_epoch_resumes_and_finishes(tmp_path, trained_run):
     out = tmp_path / "run"
     crashed = _run(_train_args(out), crash_at=(1, 7))
     assert crashed.returncode == -9, crashed.stderr[-3000:]
     metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
-    assert metadata["epoch"] == 1 and metadata["batch"] > 0  # a mid-epoch backup
+    done = metadata["batches_done"]
+    assert metadata["epoch"] == 1 and 0 < done <= 8  # a mid-epoch backup
     assert _epochs_logged(out) == [0]
     assert not (out / "summary.json").exists()
 
@@ -59,6 +61,16 @@ def test_killed_mid_epoch_resumes_and_finishes(tmp_path):
     # Resumed mid-epoch where the backup left off: as many optimizer steps as an
     # uninterrupted run (no batch replayed, none skipped).
     assert summary["optimizer_steps"] == 2 * STEPS
+    assert f"Resuming from {out / 'backup'}: epoch 2/2, after batch {done}/{STEPS}" in resumed.stdout
+    assert "new pass" not in resumed.stdout  # the position-addressed stream: the same batches
+    # ... so it ends where the uninterrupted run of the same command ends (the
+    # `trained_run` fixture). A replayed or reshuffled batch moves weights by
+    # ~1e-3; 1e-5 leaves room for TensorFlow's CPU kernels without op determinism.
+    ours = keras.saving.load_model(out / "model.keras", compile=False)
+    theirs = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    for a, b in zip(ours.weights, theirs.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=0, atol=1e-5, err_msg=a.path)
     assert sorted(os.listdir(out / "checkpoints")) == ["epoch_001.weights.h5",
                                                         "epoch_002.weights.h5"]
     assert "val accuracy" in resumed.stdout and str(out / "model.keras") in resumed.stdout
@@ -177,3 +189,43 @@ def test_bad_arguments_say_what_to_fix(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert expected in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def _folder_with_a_corrupt_image(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3)).astype("uint8")).save(
+                root / f"c{c}" / f"{i}.png")
+    bad = root / "c1" / "broken.png"
+    bad.write_bytes(rng.bytes(300))  # random bytes: no image format
+    return bad
+
+
+def test_a_corrupt_image_is_skipped_listed_and_warned_about(tmp_path, capsys):
+    bad = _folder_with_a_corrupt_image(tmp_path / "images")
+
+    def args(out, *extra):
+        return ["train", "--model", "SPViT", "--model-args", TINY, "--image-size", "16",
+                "--data", f"folder:{tmp_path / 'images'}", "--epochs", "2", "--batch-size", "8",
+                "--out", str(tmp_path / out), "--verbose", "0", *extra,
+                *(["--jit", "off"] if keras.backend.backend() == "tensorflow" else [])]
+
+    assert main(args("run")) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # 25 files, 3 batches of 8 per epoch: the run kept its steps (the bad
+    # image's slot took another image of its batch) and says which file.
+    assert summary["optimizer_steps"] == 6
+    assert summary["bad_files"] == [str(bad)] and summary["bad_file_count"] == 1
+    warning = capsys.readouterr().err
+    assert "1 image file(s) did not decode" in warning and str(bad) in warning
+
+    # --strict-data: one line naming the file, exit 2, no traceback.
+    with pytest.raises(SystemExit) as exit_info:
+        main(args("strict", "--strict-data"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot decode") and str(bad) in err and "\n" not in err

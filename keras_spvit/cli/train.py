@@ -352,5 +352,6 @@ def print_summary(summary, replicas=1, dtype="float32", jit=False, data=None):
     if summary.get("bad_file_count"):
         bad = summary["bad_files"]
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        print(f"warning: {len(bad)} image file(s) did not decode and were skipped: {shown} "
-              "(listed in summary.json; --strict-data fails on them instead)", file=sys.stderr)
+        print(f"warning: {len(bad)} image file(s) did not decode and were replaced by other "
+              f"images of their batches: {shown} (listed in summary.json; --strict-data "
+              "fails on them instead)", file=sys.stderr)

@@ -304,8 +304,9 @@ def classification_pipeline(
             and decodes after the permutation (`cache` unused for training).
         strict_data: bool. With `decode`: fail on the first file that does
             not decode, naming it. Default `False`: such a file is recorded
-            (`dataset.decode_errors`), and replaced in its training batch by
-            another example of the batch (left out of evaluation).
+            (`dataset.decode_errors`) and replaced in its batch by another
+            example of the batch (in evaluation too: the run's warning and
+            `summary.json` name it).
         decode_errors: optional `DecodeErrors` to record bad files in (the
             pipelines of one run can share one); default a new one. The
             returned dataset carries it as `.decode_errors`.
@@ -366,9 +367,9 @@ def classification_pipeline(
     share = num_pipelines > 1 and not presharded
 
     # Decoding never fails a run: `safe_decode` gives a bad file a placeholder
-    # and `ok = False` (and records its path); a training batch then takes
-    # another example of the batch in its place (`_replace_bad`), so batch
-    # count and order never change; evaluation leaves it out.
+    # and `ok = False` (and records its path); its batch then takes another
+    # example of the batch in its place (`_replace_bad`), so batch count and
+    # order never change.
     errors = decode_errors if decode_errors is not None else DecodeErrors()
     checked = decode is not None
 
@@ -439,16 +440,19 @@ def classification_pipeline(
 
         def eval_example(x, label, *ok):
             image, label = prepare(x, label)
-            return eval_transform(image, image_size, crop_pct, interpolation, mean, std), label
+            image = eval_transform(image, image_size, crop_pct, interpolation, mean, std)
+            return (image, label, *ok)
 
         if share:
             dataset = dataset.shard(num_pipelines, pipeline_id)
         if checked:
-            dataset = safely_decoded(dataset).filter(lambda x, label, ok: ok)
+            dataset = safely_decoded(dataset)
         dataset = _cache(dataset.map(eval_example, num_parallel_calls=num_parallel_calls), cache)
 
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    if training and checked:
+    if checked:
+        # The length stays known (Keras counts steps with it; a filter would
+        # make every validation warn that the data ran out).
         dataset = dataset.map(_replace_bad, num_parallel_calls=num_parallel_calls)
     if training and augment.batches_rand_augment:
         dataset = dataset.map(finish_batch, num_parallel_calls=num_parallel_calls)

@@ -5,12 +5,19 @@ import io
 import re
 import threading
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from keras_spvit.data.decode_errors import DecodeErrors, safe_decode
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="pure tf.data, backend-independent: tested on TensorFlow; the pipeline and CLI "
+    "tests (test_position_stream.py, cli/test_train.py) run it on every backend",
+)
 
 
 def _read(path):

@@ -51,7 +51,16 @@ def _indices(values, name):
     return sorted({int(i) for i in indices})
 
 
-def _check_image_shape(image_shape, patch_size):
+def check_image_shape(image_shape, patch_size):
+    """`image_shape` as `(height, width, channels)` ints, or a one-line error
+    naming it (and the nearest valid shape when the sides are not multiples
+    of the stem's stride `patch_size`; `None` skips that check).
+
+    Example:
+
+    >>> check_image_shape((224, 224, 3), 16)
+    (224, 224, 3)
+    """
     try:
         height, width, channels = (int(v) for v in image_shape)
     except (TypeError, ValueError):
@@ -112,7 +121,7 @@ def _check_common(mlp_ratio, stem, patch_size, drop_path_rate, dropout, attentio
     check_rate(attention_dropout, "attention_dropout")
     check_positive_float(layer_norm_epsilon, "layer_norm_epsilon")
     _check_stem(stem, patch_size)
-    return _check_image_shape(image_shape, patch_size)
+    return check_image_shape(image_shape, patch_size)
 
 
 def check_spvit_arguments(

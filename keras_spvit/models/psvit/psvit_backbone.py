@@ -11,7 +11,7 @@ from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.token_pooling import TokenPooling
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
-from keras_spvit.models.spvit.spvit_backbone import check_image_shape
+from keras_spvit.models.arguments import check_image_shape
 from keras_spvit.models.arguments import check_psvit_arguments
 from keras_spvit.models.naming import default_name
 from keras_spvit.utils.validation import check_non_negative_int, check_positive_int, check_rate

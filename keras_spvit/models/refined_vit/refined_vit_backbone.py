@@ -9,7 +9,7 @@ from keras_spvit.layers.position_embedding import PositionEmbedding
 from keras_spvit.layers.shared_attention import SharedAttention
 from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
-from keras_spvit.models.spvit.spvit_backbone import check_image_shape
+from keras_spvit.models.arguments import check_image_shape
 from keras_spvit.models.arguments import check_refined_vit_arguments
 from keras_spvit.models.naming import default_name
 

@@ -10,7 +10,7 @@ from keras_spvit.layers.position_embedding import PositionEmbedding
 from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
-from keras_spvit.models.arguments import check_spvit_arguments
+from keras_spvit.models.arguments import check_image_shape, check_spvit_arguments
 from keras_spvit.models.naming import default_name
 
 
@@ -227,27 +227,3 @@ class SPViTBackbone(ResizableBackbone):
             }
         )
         return config
-
-
-def check_image_shape(image_shape, stride):
-    """Returns `image_shape` as a tuple, or says what is wrong with it."""
-    try:
-        height, width, channels = (int(v) for v in image_shape)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "Expected `image_shape` to be (height, width, channels) of "
-            f"positive integers. Received: image_shape={image_shape!r}"
-        ) from None
-    if min(height, width, channels) <= 0:
-        raise ValueError(
-            "Expected `image_shape` to be (height, width, channels) of "
-            f"positive integers. Received: image_shape={image_shape!r}"
-        )
-    if height % stride or width % stride:
-        raise ValueError(
-            f"Image height and width must be multiples of the stem stride {stride}. "
-            f"Received: image_shape={tuple(image_shape)}. The nearest valid shape "
-            f"is ({max(stride, round(height / stride) * stride)}, "
-            f"{max(stride, round(width / stride) * stride)}, {channels})."
-        )
-    return (height, width, channels)

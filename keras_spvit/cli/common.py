@@ -91,52 +91,35 @@ def positive_int(text):
     return value
 
 
-def fraction(text):
-    """argparse type: a float in (0, 1] (a center-crop share).
+def _number_type(name, accepts, expected, doc):
+    """An argparse type parsing a float that `accepts`, else saying `expected`."""
 
-    Example:
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan  # fails every check below
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
+        return value
 
-    >>> parser.add_argument("--crop-pct", type=fraction)
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]. Received: {text!r}")
-    return value
-
-
-def unit_float(text):
-    """argparse type: a float in [0, 1] (a per-channel mean of [0, 1] pixels).
-
-    Example:
-
-    >>> parser.add_argument("--mean", type=unit_float, nargs=3)
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]. Received: {text!r}")
-    return value
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = doc
+    return parse
 
 
-def positive_float(text):
-    """argparse type: a finite float > 0 (a per-channel standard deviation).
-
-    Example:
-
-    >>> parser.add_argument("--std", type=positive_float, nargs=3)
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0.0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"expected a positive number. Received: {text!r}")
-    return value
+fraction = _number_type(
+    "fraction", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]",
+    "argparse type: a float in (0, 1] (a center-crop share), e.g. `type=fraction`.",
+)
+unit_float = _number_type(
+    "unit_float", lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]",
+    "argparse type: a float in [0, 1] (a per-channel mean of [0, 1] pixels).",
+)
+positive_float = _number_type(
+    "positive_float", lambda v: 0.0 < v < math.inf, "a positive number",
+    "argparse type: a finite float > 0 (a per-channel standard deviation).",
+)
 
 
 def add_run_options(parser, verbose=True):

@@ -163,7 +163,7 @@ def _position_seed(key, a, b):
     return tf.random.experimental.stateless_fold_in(folded, tf.cast(b, tf.int64))
 
 
-def _position_stream(dataset, seed, start, shuffle_buffer, global_batch, num_workers, worker):
+def _position_stream(dataset, seed, start, global_batch, num_workers, worker):
     """`(x, label, seed)` from `start`: epoch `e` is a permutation of `dataset`
     drawn from `(seed, e)`, cut to whole global batches, each example seeded by
     `(e, index)`; with several workers, this worker's share of each global batch.
@@ -418,8 +418,7 @@ def classification_pipeline(
 
         if start is not None:
             dataset, steps_per_epoch = _position_stream(
-                dataset, seed, start, shuffle_buffer, global_batch,
-                num_pipelines if share else 1, pipeline_id,
+                dataset, seed, start, global_batch, num_pipelines if share else 1, pipeline_id,
             )
         else:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -12,6 +12,7 @@ missing `depth`.
 import numbers
 
 from keras_spvit.layers.conv_stem import STEM_WIDTHS
+from keras_spvit.layers.token_pooling import POOLING_MODES, POOLING_OPS
 from keras_spvit.utils.validation import (
     check_non_negative_int,
     check_one_of,
@@ -19,9 +20,6 @@ from keras_spvit.utils.validation import (
     check_positive_int,
     check_rate,
 )
-
-POOLING_MODES = ("2d", "1d")
-POOLING_OPS = ("conv", "avg", "max")
 
 
 def _given(check, value, name):

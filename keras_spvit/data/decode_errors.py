@@ -263,7 +263,10 @@ def safe_decode(
             key = tf.strings.as_string(key)
         return tf.reshape(key, [])
 
-    def record(key, x):
+    x_structure = spec[0]
+
+    def record(key, *x_parts):
+        x = tf.nest.pack_sequence_as(x_structure, list(x_parts))
         reason = ""
         try:
             decode(x)
@@ -277,7 +280,9 @@ def safe_decode(
         return tf.constant(False)
 
     def fallback(*element):
-        ok = tf.py_function(record, [element_name(*element), element[0]], tf.bool)
+        ok = tf.py_function(
+            record, [element_name(*element), *tf.nest.flatten(element[0])], tf.bool
+        )
         ok = tf.ensure_shape(ok, [])
         image = tf.zeros(placeholder_shape, image_spec.dtype)
         return (image, *element[1:], ok)

@@ -235,6 +235,7 @@ def classification_pipeline(
     num_classes=None,
     one_hot=None,
     decode=None,
+    decode_name=None,
     shuffle_buffer=None,
     seed=None,
     cache=False,
@@ -269,6 +270,10 @@ def classification_pipeline(
             `augment`).
         decode: optional function `x -> image`, applied after the shuffle (so
             the shuffle buffer holds paths or encoded bytes, not pixels).
+        decode_name: optional function `x -> scalar` naming an element in
+            decode errors and `strict_data` messages (a key carried in `x`
+            when it holds encoded bytes, as TFDS' `tfds_id`). Default: `x`
+            itself (a path).
         shuffle_buffer: int. Training shuffle buffer; defaults to 10,000.
         seed: int. Seeds the shuffle and the per-example random draws; `None`
             picks one at random.
@@ -344,6 +349,11 @@ def classification_pipeline(
             "One-hot labels (MixUp, CutMix or label smoothing) need `num_classes`. "
             f"Received: num_classes={num_classes!r}"
         )
+    if decode_name is not None and (decode is None or not callable(decode_name)):
+        raise ValueError(
+            "Expected `decode_name` to be a function of `x`, given with `decode`. "
+            f"Received: decode_name={decode_name!r} with decode={decode!r}"
+        )
     if shard_policy not in _SHARD_POLICIES:
         raise ValueError(
             f"Expected `shard_policy` in {sorted(_SHARD_POLICIES)}. "
@@ -375,7 +385,8 @@ def classification_pipeline(
 
     def safely_decoded(dataset):
         count = int(dataset.cardinality()) if tf.executing_eagerly() else -1
-        dataset = safe_decode(dataset, decode, errors=errors, strict=strict_data,
+        name = None if decode_name is None else lambda x, *rest: decode_name(x)
+        dataset = safe_decode(dataset, decode, name=name, errors=errors, strict=strict_data,
                               num_parallel_calls=num_parallel_calls)
         if count >= 0:  # one element out per element in (Keras counts steps with it)
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
@@ -537,12 +548,16 @@ def tfds_dataset(
 ):
     """A TensorFlow Datasets split through `classification_pipeline`.
 
-    Loads with `tfds.load(name, split=split, data_dir=data_dir,
-    as_supervised=True)` (the dataset needs supervised keys, e.g. `imagenet2012`,
+    Loads `tfds.load(name, split=split, data_dir=data_dir)` as its supervised
+    `(image, label)` pairs (the dataset needs supervised keys, e.g. `imagenet2012`,
     `cifar10`, `oxford_flowers102`). Images are read as encoded bytes and
     decoded after the shuffle, so the shuffle buffer holds compressed images.
     Files are shuffled when training (seeded). A dataset already prepared in
     `data_dir` loads offline; `download=False` fails instead of downloading.
+    A record whose image does not decode is replaced in its batch and recorded
+    in `dataset.decode_errors` by its `tfds_id`
+    (`"<dataset>-<split>.tfrecord-<shard>__<index>"`); `strict_data=True`
+    fails on it instead, naming it.
 
     Args:
         name: str. TFDS name, optionally with config and version
@@ -560,7 +575,8 @@ def tfds_dataset(
             files (the split needs at least one file per input pipeline).
         **options: other `classification_pipeline` arguments (`cache`,
             `crop_pct`, `interpolation`, `mean`, `std`, `one_hot`,
-            `shuffle_buffer`, `num_parallel_calls`).
+            `shuffle_buffer`, `strict_data`, `decode_errors`,
+            `num_parallel_calls`).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches with a `class_names`
@@ -590,10 +606,26 @@ def tfds_dataset(
         )
     image_key, label_key = keys
     image_feature, label_feature = info.features[image_key], info.features[label_key]
-    decode, decoders = None, None
+    decode, decode_name, decoders = None, None, None
     if isinstance(image_feature, tfds.features.Image):
+        # Encoded bytes travel with the record's `tfds_id`, which names the
+        # record if it fails to decode.
         decoders = {image_key: tfds.decode.SkipDecoding()}
-        decode = image_feature.decode_example
+
+        def decode(x):
+            return image_feature.decode_example(x[0])
+
+        def decode_name(x):
+            return x[1]
+
+        def example(features):
+            return (features[image_key], features["tfds_id"]), features[label_key]
+
+    else:
+
+        def example(features):
+            return features[image_key], features[label_key]
+
     class_names = None
     if isinstance(label_feature, tfds.features.ClassLabel):
         class_names = list(label_feature.names)
@@ -603,12 +635,13 @@ def tfds_dataset(
         name,
         split=split,
         data_dir=data_dir,
-        as_supervised=True,
         shuffle_files=training,
         download=download,
         decoders=decoders,
-        read_config=tfds.ReadConfig(shuffle_seed=seed, input_context=input_context),
-    )
+        read_config=tfds.ReadConfig(
+            shuffle_seed=seed, input_context=input_context, add_tfds_id=decode is not None
+        ),
+    ).map(example)
     try:
         num_files = info.splits[split].num_shards
     except (KeyError, ValueError, AttributeError):
@@ -621,6 +654,7 @@ def tfds_dataset(
         augment=augment,
         num_classes=num_classes,
         decode=decode,
+        decode_name=decode_name,
         seed=seed,
         input_context=input_context,
         presharded=True,

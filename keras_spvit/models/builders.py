@@ -1,11 +1,14 @@
 """Named model builders from variant tables, shared by every family."""
 
 import functools
+import inspect
 
 from keras_spvit.utils.validation import check_positive_int
 
 CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 DEFAULT_NUM_CLASSES = 1000
+# Keras' own layer arguments a backbone passes on through `**kwargs`.
+_KERAS_ARGS = ("dtype", "trainable")
 
 
 def assemble(backbone_cls, classifier_cls, num_classes, name, **kwargs):
@@ -16,10 +19,24 @@ def assemble(backbone_cls, classifier_cls, num_classes, name, **kwargs):
     e.g. `"spvit"`), its backbone `name + "_backbone"`.
     """
     check_positive_int(num_classes, "num_classes")
+    _check_known(backbone_cls, kwargs)
     name = name or backbone_cls.family
     classifier_kwargs = {k: kwargs.pop(k) for k in CLASSIFIER_ARGS if k in kwargs}
     backbone = backbone_cls(name=f"{name}_backbone", **kwargs)
     return classifier_cls(backbone, num_classes, name=name, **classifier_kwargs)
+
+
+def _check_known(backbone_cls, kwargs):
+    """Rejects an argument neither the backbone nor the classifier takes (a
+    typo would otherwise vanish into Keras' `**kwargs`)."""
+    parameters = inspect.signature(backbone_cls.__init__).parameters
+    known = {*parameters, *_KERAS_ARGS, *CLASSIFIER_ARGS} - {"self", "kwargs"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown argument {unknown[0]!r} for a {backbone_cls.family} model. "
+            f"Expected one of: {', '.join(sorted(known))}."
+        )
 
 
 def build_from_table(generic, variants, variant, **overrides):

@@ -73,6 +73,7 @@ CASES = [
     (["train", "--model", "SPViT_XL", *OUT], "'SPViT_XL'"),
     (["train", "--model-args", "{bad", *OUT], "'{bad'"),
     (["train", "--model-args", "[1, 2]", *OUT], "'[1, 2]'"),
+    (["train", "--model-args", '{"bogus": 1}', *OUT], "'bogus'"),
     (["train", "--weights", "/nope", *OUT], "'/nope'"),
     (["train", "--save-every", "0", *OUT], "--save-every"),
     (["train", "--precision", "fp8", *OUT], "'fp8'"),

@@ -325,3 +325,51 @@ def test_tfds_file_sharding_finds_the_files(tfds_dir):
         **kwargs,
     )
     assert 0 < sum(len(y) for _, y in val) < 12  # one of the three files
+
+
+class KerasSpvitTinyGreyCorrupt(KerasSpvitTinyGrey):
+    """The same, with random bytes in place of train example 5's PNG."""
+
+    def _generate_examples(self, count):
+        for key, example in super()._generate_examples(count):
+            if count == 12 and key == 5:
+                example = {**example, "image": np.random.default_rng(5).bytes(300)}
+            yield key, example
+
+
+def test_tfds_record_that_does_not_decode_is_named_by_its_tfds_id(tmp_path):
+    builder = KerasSpvitTinyGreyCorrupt(data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    kwargs = {"image_size": 16, "data_dir": str(tmp_path), "download": False, "seed": 0}
+    name = "keras_spvit_tiny_grey_corrupt"
+    # Training: the run goes on, the record is replaced in its batch and named.
+    train = tfds_dataset(name, "train", batch_size=4, training=True, **kwargs)
+    batches = list(train)
+    assert len(batches) == 3 and all(x.shape == (4, 16, 16, 3) for x, _ in batches)
+    # The corrupt record's id, read independently from the prepared files.
+    raw = tfds.load(name, split="train", data_dir=str(tmp_path), download=False,
+                    decoders={"image": tfds.decode.SkipDecoding()},
+                    read_config=tfds.ReadConfig(add_tfds_id=True))
+    corrupt = np.random.default_rng(5).bytes(300)
+    (record,) = [r["tfds_id"].numpy().decode() for r in raw if r["image"].numpy() == corrupt]
+    assert record.startswith(f"{name}-train.tfrecord-")
+    assert train.decode_errors.paths == [record]
+    # Its place holds another example of the batch, with that example's label.
+    (x, y), index = next((b, i) for b in batches for i in range(4) if _has_duplicate(b[0], i))
+    assert np.any(np.all(x == x[index], axis=(1, 2, 3)) & (y == y[index]))
+    # Evaluation: the same record, named the same way.
+    val = tfds_dataset(name, "train", batch_size=12, training=False, **kwargs)
+    (x, y), = list(val)
+    assert x.shape == (12, 16, 16, 3) and val.decode_errors.paths == [record]
+    position = int(record.rsplit("__", 1)[1])  # evaluation reads in file order
+    np.testing.assert_array_equal(x[position], x[0 if position else 1])
+    # Strict: fails on it, naming it.
+    strict = tfds_dataset(name, "train", batch_size=12, training=False, strict_data=True,
+                          **kwargs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"cannot decode {record}"):
+        list(strict)
+
+
+def _has_duplicate(images, i):
+    same = np.all(images.numpy() == images.numpy()[i], axis=(1, 2, 3))
+    return same.sum() > 1

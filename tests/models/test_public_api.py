@@ -175,6 +175,10 @@ BAD_ARGUMENTS = [
     (keras_spvit.PSViT, dict(PS, class_token_block=4), "class_token_block=4"),
     (keras_spvit.PSViT, dict(PS, image_shape=(8, 8, 3)), r"image_shape.*\(8, 8, 3\)"),
     (keras_spvit.PSViT_Tiny_CPU, dict(drop_path_rate=1.5), "drop_path_rate=1.5"),
+    # A typo is named, not swallowed by Keras' **kwargs.
+    (keras_spvit.SPViT_Tiny, dict(bogus=1), "'bogus'"),
+    (keras_spvit.RefinedViT_Tiny, dict(embed_dims=64), "'embed_dims'"),
+    (keras_spvit.PSViT_Tiny_CPU, dict(drop_rate=0.1), "'drop_rate'"),
 ]
 
 

@@ -5,7 +5,8 @@ Usage (the pipelines are tf.data, so the Keras backend does not matter):
     KERAS_BACKEND=tensorflow python benchmarks/input_pipeline.py \\
         --recipe spvit --images 512 --batch-size 32 --image-size 224 \\
         [--classes 8] [--repeats 3] [--warmup 1] [--threads N] [--seed 0] \\
-        [--source-size 500x375] [--dir DIR] [--json out.json]
+        [--source-size 500x375] [--dir DIR] [--json out.json] \\
+        [--only train,train_off]
 
 Data: a folder of `--images` JPEGs in `--classes` class folders, generated
 once and cached (in `--dir`, or in the temp directory under a name that
@@ -42,6 +43,11 @@ of a shared machine hit them alike):
   ms/image between this cumulative pipeline and the previous one (so it can
   be slightly negative for a stage cheaper than the noise). ms/image are wall
   time per image of the parallel pipeline, not CPU time.
+
+`cpu_ms` is the process CPU time (every thread) per image of the same
+epochs, median: less sensitive than wall time to other processes sharing
+the cores. `--only NAMES` (comma-separated) measures only those rows, e.g.
+`--only train,train_off` for a quick A/B of the ratio.
 
 Epochs are consumed inside TensorFlow (`Dataset.reduce`, touching one value
 per element so that nothing is optimised away), without Python per element.
@@ -83,6 +89,8 @@ def parse_args(argv=None):
                    help="generated JPEG size, WIDTHxHEIGHT")
     p.add_argument("--dir", default=None, help="image folder to use or fill")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--only", default=None,
+                   help="comma-separated row names to measure (default: all)")
     args = p.parse_args(argv)
     try:
         args.source_width, args.source_height = (int(v) for v in args.source_size.split("x"))
@@ -321,14 +329,15 @@ def build_pipelines(root, args):
 # === Measurement ===
 
 
-def _row(name, kind, description, images, times):
+def _row(name, kind, description, images, times, cpu_times):
     ips = [images / t for t in times]
     median = statistics.median(ips)
     return {
         "name": name, "kind": kind, "description": description, "images": images,
         "images_per_s": median, "min": min(ips), "max": max(ips),
         "ms_per_image": 1000.0 / median, "stage_ms": None, "ratio": None,
-        "times_s": list(times),
+        "cpu_ms": 1000.0 * statistics.median(cpu_times) / images, "cpu_ratio": None,
+        "times_s": list(times), "cpu_times_s": list(cpu_times),
     }
 
 
@@ -338,19 +347,24 @@ def measure(pipelines, repeats, warmup, tf):
         for _ in range(warmup):
             counts[name] = _consume(dataset, tf)
     times = {name: [] for name in pipelines}
+    cpu_times = {name: [] for name in pipelines}
     for repeat in range(repeats):
         for name, (_, _, dataset) in pipelines.items():
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             counts[name] = _consume(dataset, tf)
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu)
         print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
-    rows = [_row(name, kind, description, counts[name], times[name])
+    rows = [_row(name, kind, description, counts[name], times[name], cpu_times[name])
             for name, (kind, description, _) in pipelines.items()]
     by_name = {r["name"]: r for r in rows}
-    for name in ("train", "train_batched"):
-        by_name[name]["ratio"] = (by_name[name]["images_per_s"]
-                                  / by_name["train_off"]["images_per_s"])
-    by_name["train_off"]["ratio"] = 1.0
+    if "train_off" in by_name:
+        off = by_name["train_off"]
+        for name in ("train", "train_batched", "train_off"):
+            if name in by_name:
+                by_name[name]["ratio"] = by_name[name]["images_per_s"] / off["images_per_s"]
+                # CPU time per image, inverted so that it reads like the ratio.
+                by_name[name]["cpu_ratio"] = off["cpu_ms"] / by_name[name]["cpu_ms"]
     previous = 0.0
     for r in rows:
         if r["kind"] == "stage":
@@ -361,7 +375,7 @@ def measure(pipelines, repeats, warmup, tf):
 
 def print_table(rows):
     print(f"{'':15s}{'images/s':>10s}{'min':>9s}{'max':>9s}{'ms/image':>10s}"
-          f"{'stage ms':>10s}  {'ratio':>6s}  description")
+          f"{'stage ms':>10s}  {'ratio':>6s}{'cpu ms':>8s}{'cpu r.':>7s}  description")
     kind = None
     for r in rows:
         if r["kind"] != kind:
@@ -369,8 +383,10 @@ def print_table(rows):
             print("pipelines:" if kind == "pipeline" else "stages (cumulative):")
         stage = f"{r['stage_ms']:10.2f}" if r["stage_ms"] is not None else " " * 10
         ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else " " * 6
+        cpu_ratio = f"{r['cpu_ratio']:7.2f}" if r["cpu_ratio"] is not None else " " * 7
         print(f"  {r['name']:13s}{r['images_per_s']:10.1f}{r['min']:9.1f}{r['max']:9.1f}"
-              f"{r['ms_per_image']:10.2f}{stage}  {ratio}  {r['description']}")
+              f"{r['ms_per_image']:10.2f}{stage}  {ratio}{r['cpu_ms']:8.2f}{cpu_ratio}  "
+              f"{r['description']}")
 
 
 def main(argv=None):
@@ -386,12 +402,20 @@ def main(argv=None):
           f"(cpus={cpus}) tf={tf.__version__} keras={keras.__version__} "
           f"backend={keras.backend.backend()}", flush=True)
     pipelines = build_pipelines(root, args)
+    if args.only:
+        names = args.only.split(",")
+        unknown = sorted(set(names) - set(pipelines))
+        if unknown:
+            raise SystemExit(f"--only: unknown rows {unknown}; rows are {list(pipelines)}")
+        pipelines = {name: value for name, value in pipelines.items() if name in names}
     rows = measure(pipelines, args.repeats, args.warmup, tf)
     print_table(rows)
-    ratio = next(r["ratio"] for r in rows if r["name"] == "train")
-    batched = next(r["ratio"] for r in rows if r["name"] == "train_batched")
-    print(f"train / train_off = {ratio:.2f}, train_batched / train_off = {batched:.2f} "
-          "(median images/s, same run)")
+    by_name = {r["name"]: r for r in rows}
+    for name in ("train", "train_batched"):
+        if name in by_name and by_name[name]["ratio"] is not None:
+            r = by_name[name]
+            print(f"{name} / train_off = {r['ratio']:.2f} images/s, "
+                  f"{r['cpu_ratio']:.2f} by CPU time per image (medians, same run)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "mean_file_kb": kb, "rows": rows}, f, indent=1)

@@ -26,12 +26,13 @@ import keras_spvit
 from keras_spvit.cli.train import train_augment
 from keras_spvit.data.sources import source_dataset
 from keras_spvit.training import fit, get_recipe
+from keras_spvit.training.hardware import resolve_jit
 from keras_spvit.utils.plots import plot_spatial_priors
 
 MODELS = {"SPViT_Tiny": keras_spvit.SPViT_Tiny, "LVViT_Tiny": keras_spvit.LVViT_Tiny}
 
 
-def train_one(name, seed, recipe, epochs, batch_size, out_dir):
+def train_one(name, seed, recipe, epochs, batch_size, out_dir, jit="auto"):
     keras.utils.set_random_seed(seed)
     model = MODELS[name](num_classes=10)
     size = model.input_shape[1]
@@ -41,10 +42,8 @@ def train_one(name, seed, recipe, epochs, batch_size, out_dir):
                              training=False)
     run_dir = os.path.join(out_dir, f"{name}_seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    # XLA where there is one (Keras leaves it off on CPU-only TensorFlow).
-    jit = keras.backend.backend() != "torch"
     summary = fit(model, train, test, recipe=recipe, batch_size=batch_size, out_dir=run_dir,
-                  epochs=epochs, jit_compile=jit, verbose=0)
+                  epochs=epochs, jit_compile=resolve_jit(jit), verbose=0)
     if name == "SPViT_Tiny":
         summary["priors_png"] = plot_spatial_priors(
             model, os.path.join(run_dir, "spatial_priors.png"),
@@ -61,6 +60,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                        help="XLA: auto (the train command's choice for this machine), on, off")
     args = parser.parse_args(argv)
 
     recipe = get_recipe("digits", epochs=args.epochs)
@@ -70,7 +71,8 @@ def main(argv=None):
     results = {name: {} for name in MODELS}
     for seed in args.seeds:
         for name in MODELS:
-            summary = train_one(name, seed, recipe, args.epochs, args.batch_size, args.out)
+            summary = train_one(name, seed, recipe, args.epochs, args.batch_size, args.out,
+                                args.jit)
             results[name][seed] = summary
     minutes = (time.perf_counter() - start) / 60
 

@@ -22,6 +22,8 @@ def main(argv=None):
                         help="use only this many training batches (quick runs)")
     parser.add_argument("--directory", default=None, help="where trials are kept (resumable)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                        help="XLA for each trial (auto: Keras' choice)")
     args = parser.parse_args(argv)
 
     import keras_spvit
@@ -36,6 +38,7 @@ def main(argv=None):
         stage_dims=(32, 48, 64), stage_heads=(2, 2, 4), patch_size=4,
         image_shape=(32, 32, 3), max_trials=args.trials, epochs=args.epochs,
         tuner=args.tuner, seed=args.seed,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit],
         directory=args.directory or tempfile.mkdtemp(prefix="psvit_search_"),
     )
     for trial in tuner.oracle.get_best_trials(num_trials=args.trials):

@@ -1,4 +1,5 @@
 """The public API of keras_spvit (imported by `keras_spvit/__init__.py`)."""
+# ruff: noqa: F401  (re-exports: every name here is public API)
 
 
 from keras_spvit import layers

@@ -77,6 +77,7 @@ def search(
     project_name="psvit_search",
     seed=None,
     verbose=0,
+    jit_compile="auto",
     **fixed,
 ):
     """Searches pooling positions and attention sharing; returns the best config.
@@ -98,6 +99,9 @@ def search(
         project_name: str.
         seed: optional int, the tuner's seed.
         verbose: int, passed to `fit`.
+        jit_compile: `"auto"`, `True` or `False`, passed to each trial's
+            `model.compile` (XLA pays off on accelerators; for epochs of a
+            few seconds on a CPU its compilation costs more than it saves).
         **fixed: `PSViT` arguments that are not searched: `stage_dims`,
             `stage_heads` (one per stage), `image_shape`, `patch_size`,
             `pooling_mode`, `pooling`, `refine_shared`, ...
@@ -134,6 +138,7 @@ def search(
             optimizer=optimizer_fn() if optimizer_fn else keras.optimizers.AdamW(1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile,
         )
         return model
 

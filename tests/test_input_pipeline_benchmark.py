@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
 
 
@@ -34,11 +36,12 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
         pipelines = ("train", "train_batched", "train_off", "eval")
         assert r["kind"] == ("pipeline" if r["name"] in pipelines else "stage")
         assert len(r["times_s"]) == 1
-        for key in ("images_per_s", "min", "max", "ms_per_image"):
+        for key in ("images_per_s", "min", "max", "ms_per_image", "cpu_ms"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["min"] <= r["images_per_s"] <= r["max"]
         assert math.isclose(r["images_per_s"], r["images"] / r["times_s"][0])
         assert math.isclose(r["ms_per_image"], 1000 / r["images_per_s"])
+        assert math.isclose(r["cpu_ms"], 1000 * r["cpu_times_s"][0] / r["images"])
     by_name = {r["name"]: r for r in rows}
     # Training drops the partial batch; evaluation and the stages see every image.
     assert by_name["train"]["images"] == by_name["train_off"]["images"] == 8
@@ -47,6 +50,9 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     for name in ("train", "train_batched"):
         assert by_name[name]["ratio"] == (by_name[name]["images_per_s"]
                                           / by_name["train_off"]["images_per_s"])
+        assert by_name[name]["cpu_ratio"] == (by_name["train_off"]["cpu_ms"]
+                                              / by_name[name]["cpu_ms"])
+    assert by_name["eval"]["cpu_ratio"] is None
     # Stage costs add up to the last cumulative pipeline's ms/image.
     stages = [r for r in rows if r["kind"] == "stage"]
     assert math.isclose(sum(r["stage_ms"] for r in stages), stages[-1]["ms_per_image"])
@@ -62,3 +68,16 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     args = bench.parse_args(argv)
     assert bench.jpeg_folder(args)[2] is True
     assert "generating" not in capsys.readouterr().out
+
+
+def test_input_pipeline_benchmark_measures_only_the_rows_asked_for(tmp_path, capsys):
+    bench = _load_script()
+    argv = ["--recipe", "spvit", "--images", "4", "--classes", "2", "--batch-size", "2",
+            "--image-size", "16", "--source-size", "20x15", "--repeats", "1", "--warmup", "0",
+            "--dir", str(tmp_path / "jpegs"), "--only", "train_off,train"]
+    rows = bench.main(argv)
+    assert [r["name"] for r in rows] == ["train", "train_off"]
+    assert rows[1]["ratio"] == 1.0 and rows[1]["cpu_ratio"] == 1.0
+    assert "train / train_off" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown rows"):
+        bench.main(argv[:-1] + ["train,bogus"])

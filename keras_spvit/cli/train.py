@@ -214,6 +214,7 @@ def run(args):
     from keras_spvit.cli.common import pipeline_options, user_errors, write_json
     from keras_spvit.data.sources import source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
+    from keras_spvit.training.distribution import resolve_mode, worker
     from keras_spvit.training.hardware import resolve_jit, resolve_precision
     from keras_spvit.training.trainer import for_model, steps_in
 
@@ -225,14 +226,23 @@ def run(args):
 
     bad_files = DecodeErrors()  # shared by every pipeline of the run
     checking = {"strict_data": args.strict_data, "decode_errors": bad_files}
-    dtype = resolve_precision(args.precision)
     asked = " ".join(
         f"{flag} {value}" for flag, value in (
             ("--model", args.model), ("--model-args", args.model_args),
             ("--weights", args.weights), ("--image-size", args.image_size))
         if value is not None
     )
-    with data_parallel(args.distribute) as replicas:
+    with user_errors(f"--distribute {args.distribute}"):
+        mode, why = resolve_mode(args.distribute)
+    # Multi-worker TensorFlow configures its collectives before the runtime
+    # starts: enter the engine before anything lists devices.
+    with data_parallel(mode) as replicas:
+        index, count = worker()
+        chief = index == 0  # the other workers write nothing under --out and print nothing
+        if chief:
+            print(f"Data parallel: {mode} ({why}), {replicas} replica"
+                  f"{'s' if replicas != 1 else ''}" + (f", {count} workers" if count > 1 else ""))
+        dtype = resolve_precision(args.precision)
         jit = resolve_jit(args.jit, replicas, dtype)
         # The builders check their arguments before building anything.
         with user_errors(asked, (ValueError, TypeError) if args.model_args else (ValueError,)):
@@ -280,14 +290,15 @@ def run(args):
         # What `evaluate` and `predict` read back to preprocess like the run did.
         preprocessing = {"image_size": [image_size, image_size],
                          **source_preprocessing(args.data, **options)}
-        write_json(os.path.join(args.out, "train_config.json"),
-                   {**vars(args), "run": None, "recipe": recipe.to_dict(),
-                    "num_classes": num_classes, "image_size": image_size,
-                    "preprocessing": preprocessing, "val_data": val_source,
-                    "val_split": val_split if val_source else None,
-                    "replicas": replicas, "backend": keras.backend.backend(),
-                    "dtype_policy": dtype, "jit_compile": jit})
-        if plan["class_names"]:
+        if chief:
+            write_json(os.path.join(args.out, "train_config.json"),
+                       {**vars(args), "run": None, "recipe": recipe.to_dict(),
+                        "num_classes": num_classes, "image_size": image_size,
+                        "preprocessing": preprocessing, "val_data": val_source,
+                        "val_split": val_split if val_source else None,
+                        "replicas": replicas, "backend": keras.backend.backend(),
+                        "dtype_policy": dtype, "jit_compile": jit})
+        if plan["class_names"] and chief:
             write_json(os.path.join(args.out, "class_names.json"), plan["class_names"])
         with _naming_bad_files():
             summary = fit(
@@ -297,7 +308,10 @@ def run(args):
                 verbose="auto" if args.verbose is None else args.verbose,
             )
         summary.update(bad_files.summary())
-        write_json(os.path.join(args.out, "summary.json"), summary)
+        if chief:
+            write_json(os.path.join(args.out, "summary.json"), summary)
+    if not chief:
+        return 0
     print_summary(summary, replicas, dtype, jit,
                   data=f"{args.data} [{args.split}]" if parse_kind(args.data) in (
                       "digits", "tfds") else args.data)

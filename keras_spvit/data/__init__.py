@@ -10,6 +10,7 @@ from keras_spvit.data.augment import (
     random_resized_crop,
     sample_crop_box,
     sample_token_box,
+    token_targets,
 )
 from keras_spvit.data.rand_augment import RandAugment
 from keras_spvit.data.random_erasing import random_erasing
@@ -43,5 +44,6 @@ __all__ = [
     "random_resized_crop",
     "sample_crop_box",
     "sample_token_box",
+    "token_targets",
     "tfds_dataset",
 ]

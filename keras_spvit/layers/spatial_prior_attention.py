@@ -10,6 +10,7 @@ from keras_spvit.layers.multi_head_self_attention import (
     attention_outputs,
     build_refiner,
     check_head_split,
+    float32_matmul,
     merge_heads,
     serialize_optional,
     split_heads,
@@ -31,8 +32,11 @@ class SpatialPriorAttention(keras.layers.Layer):
     `softmax(prior * (q k^T) d**-0.5) v`. The prior does not depend on the
     input: it is evaluated once per call on the `(2 rows - 1)(2 cols - 1)`
     distinct offsets (not on all N^2 token pairs), gathered to `(heads, N, N)`
-    and broadcast over the batch. Prior and softmax are float32 under mixed
-    precision.
+    and broadcast over the batch. Logits (float32 accumulation), prior and
+    softmax are float32 under mixed precision. Under a reduced-precision
+    policy the plain layer (no refiner, no map handed on, no scores
+    returned) keeps for backward only the attention weights in the compute
+    dtype (`prior_softmax`), not the float32 logits and softmax.
 
     The layer acts on patch tokens only (no class token), on a grid of
     `grid_shape` (inferred as square when `None`). Initialisation follows the
@@ -139,8 +143,18 @@ class SpatialPriorAttention(keras.layers.Layer):
             split_heads(t, self.num_heads) for t in ops.split(self.qk(inputs), 2, axis=-1)
         )
         value = split_heads(self.v(inputs), self.num_heads)
-        logits = attention_logits(query, key) * self.spatial_prior()[None]
-        handed_on = weights = ops.softmax(logits, axis=-1)
+        light = (
+            keras.backend.standardize_dtype(self.compute_dtype) != "float32"
+            and self.refiner is None
+            and not self.output_attention_map
+            and not return_attention_scores
+        )
+        if light:
+            handed_on = None
+            weights = prior_softmax(query, key, self.spatial_prior(), self.compute_dtype)
+        else:
+            logits = attention_logits(query, key) * self.spatial_prior()[None]
+            handed_on = weights = ops.softmax(logits, axis=-1)
         if self.refiner is not None:
             weights = self.refiner(weights, training=training)
         dropped = self.attention_drop(weights, training=training)
@@ -168,3 +182,60 @@ class SpatialPriorAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def prior_softmax(query, key, prior, dtype):
+    """`softmax(prior * (q k^T) d**-0.5)` computed in float32, returned in `dtype`,
+    with a backward that keeps only the returned weights (and `q`, `k`).
+
+    Autodiff of the plain formula keeps the float32 logits and the float32
+    softmax for backward, 8 bytes per `(batch, heads, N, N)` entry on top
+    of the 2 of the bfloat16 weights the value product keeps. Here the
+    backward recomputes the logits from `q` and `k` (one more `q k^T`) and
+    differentiates the softmax from the rounded weights it returns: per
+    entry 2 bytes kept instead of 10 under bfloat16.
+
+    Args:
+        query: `(batch, heads, N, head_dim)`.
+        key: `(batch, heads, N, head_dim)`.
+        prior: float32 `(heads, N, N)`.
+        dtype: dtype of the returned weights (the compute dtype).
+
+    Returns:
+        `(batch, heads, N, N)` attention weights in `dtype`.
+
+    Example:
+
+    >>> q = keras.ops.ones((1, 2, 4, 8), "bfloat16")
+    >>> prior_softmax(q, q, keras.ops.ones((2, 4, 4)), "bfloat16").shape
+    (1, 2, 4, 4)
+    """
+    scale = query.shape[-1] ** -0.5
+
+    @ops.custom_gradient
+    def forward(query, key, prior):
+        logits = attention_logits(query, key)
+        weights = ops.cast(ops.softmax(logits * prior[None], axis=-1), dtype)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            kept = ops.cast(weights, "float32")
+            upstream = ops.cast(upstream, "float32")
+            # Softmax backward, then the product with the prior.
+            d_scaled = kept * (upstream - ops.sum(upstream * kept, axis=-1, keepdims=True))
+            d_prior = ops.sum(d_scaled * attention_logits(query, key), axis=0)
+            d_products = d_scaled * (prior[None] * scale)
+            d_query = float32_matmul(d_products, ops.cast(key, "float32"))
+            d_key = float32_matmul(
+                ops.transpose(d_products, (0, 1, 3, 2)), ops.cast(query, "float32")
+            )
+            return (
+                ops.cast(d_query, query.dtype),
+                ops.cast(d_key, key.dtype),
+                ops.cast(d_prior, prior.dtype),
+            )
+
+        return weights, grad
+
+    return forward(query, key, prior)

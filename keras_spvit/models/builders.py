@@ -11,15 +11,27 @@ DEFAULT_NUM_CLASSES = 1000
 _KERAS_ARGS = ("dtype", "trainable")
 
 
-def assemble(backbone_cls, classifier_cls, num_classes, name, **kwargs):
+def assemble(backbone_cls, classifier_cls, num_classes, name, weights=None, **kwargs):
     """Backbone from `kwargs`, classifier around it from the classifier's own.
 
     Every argument is checked before anything is built (the backbone checks
     its own first). The classifier is named `name` (by default the family's,
-    e.g. `"spvit"`), its backbone `name + "_backbone"`.
+    e.g. `"spvit"`), its backbone `name + "_backbone"`. With `weights` (a
+    preset, `.weights.h5` file or official checkpoint), the model is built
+    with exactly the given `num_classes` and `image_shape` and the weights
+    are loaded into it as the named builders load them (new heads for
+    another class count, position embeddings resampled for another grid).
     """
     check_positive_int(num_classes, "num_classes")
     _check_known(backbone_cls, kwargs)
+    if weights is not None:
+        from keras_spvit.models.pretrained import build_with_weights
+
+        def build(**arguments):
+            return assemble(backbone_cls, classifier_cls, name=name, **{**kwargs, **arguments})
+
+        return build_with_weights(build, weights, num_classes=num_classes,
+                                  image_shape=kwargs.pop("image_shape"))
     name = name or backbone_cls.family
     classifier_kwargs = {k: kwargs.pop(k) for k in CLASSIFIER_ARGS if k in kwargs}
     backbone = backbone_cls(name=f"{name}_backbone", **kwargs)

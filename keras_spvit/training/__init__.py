@@ -2,7 +2,11 @@
 
 from keras_spvit.training.callbacks import Throughput
 from keras_spvit.training.distribution import data_parallel, distribute_input
-from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
+from keras_spvit.training.losses import (
+    SoftTargetCrossEntropy,
+    TokenLabelCrossEntropy,
+    pack_top_k,
+)
 from keras_spvit.training.optimizers import (
     ParamGroupAdamW,
     layer_decay_multipliers,
@@ -26,5 +30,6 @@ __all__ = [
     "get_recipe",
     "layer_decay_multipliers",
     "no_weight_decay_paths",
+    "pack_top_k",
     "warmup_cosine",
 ]

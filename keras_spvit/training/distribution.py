@@ -62,13 +62,100 @@ def replica_devices(mode="auto"):
     return []
 
 
+def multi_worker_environment():
+    """What tells this process it is one of several workers, or `None`.
+
+    The variables each engine documents for a job of several processes (one
+    per node, each told its rank by the environment):
+
+    - `TF_CONFIG` with several `chief` / `worker` tasks (TensorFlow);
+    - `KERAS_DISTRIBUTION_NUM_PROCESSES` (Keras' `initialize()`),
+      `JAX_NUM_PROCESSES` or `JAX_COORDINATOR_ADDRESS` (JAX), or a SLURM job
+      step of several tasks (`SLURM_NTASKS`, which `jax.distributed`
+      detects by itself) (JAX; PyTorch's `WORLD_SIZE` too, to refuse it).
+
+    Returns:
+        The name of the variable that says so, or `None`.
+
+    Example:
+
+    >>> multi_worker_environment()  # a laptop
+    """
+    import json
+    import os
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+        except (ValueError, AttributeError):
+            return None
+        tasks = sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
+        return "TF_CONFIG" if tasks > 1 else None
+    names = ["KERAS_DISTRIBUTION_NUM_PROCESSES", "JAX_NUM_PROCESSES", "SLURM_NTASKS"]
+    if backend == "torch":
+        names = ["WORLD_SIZE", *names]
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return name
+    if backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS"
+    return None
+
+
+def resolve_mode(mode="auto"):
+    """The data-parallel mode `data_parallel(mode)` runs, and why.
+
+    `"auto"` becomes `"multi_worker"` when `multi_worker_environment()` names
+    a variable (on TensorFlow and JAX), else stays `"auto"` (every local
+    accelerator). On PyTorch, which Keras gives no multi-device engine,
+    several GPUs or processes raise rather than silently train on one GPU.
+
+    Args:
+        mode: one of `MODES`.
+
+    Returns:
+        `(mode, reason)`: the mode and a phrase saying why.
+
+    Example:
+
+    >>> resolve_mode("auto")
+    ('auto', 'local devices')
+    """
+    if mode not in MODES:
+        raise ValueError(f"Expected `mode` in {MODES}. Received: mode={mode!r}")
+    backend = keras.backend.backend()
+    found = multi_worker_environment() if mode in ("auto", "multi_worker") else None
+    if backend == "torch":
+        gpus = 0
+        if mode != "none":
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if found or gpus > 1:
+            seen = f"{found} in the environment" if found else f"{gpus} GPUs"
+            raise ValueError(
+                f"Data parallelism with KERAS_BACKEND='torch' ({seen}): Keras has no "
+                "multi-device engine for torch. Use KERAS_BACKEND=jax or tensorflow, or "
+                "CUDA_VISIBLE_DEVICES=0 with --distribute none for one GPU."
+            )
+    if mode == "auto" and found:
+        return "multi_worker", f"{found} set: one process per worker"
+    if mode == "auto":
+        return mode, "local devices"
+    return mode, "asked"
+
+
 @contextlib.contextmanager
 def data_parallel(mode="auto"):
     """Context in which to build and compile a model for data-parallel training.
 
     Args:
-        mode: `"none"` (one device), `"auto"` (every accelerator when there
-            are several, else one device), `"mirrored"` (every local device,
+        mode: `"none"` (one device), `"auto"` (`"multi_worker"` when the
+            environment names several workers, see `resolve_mode`; else
+            every accelerator when there are several, else one device),
+            `"mirrored"` (every local device,
             CPUs included: what the tests use with 2 virtual CPUs) or
             `"multi_worker"` (TensorFlow's `MultiWorkerMirroredStrategy`).
 
@@ -82,8 +169,7 @@ def data_parallel(mode="auto"):
     ...     model.compile(...)
     >>> model.fit(dataset)  # global batch split over `replicas` devices
     """
-    if mode not in MODES:
-        raise ValueError(f"Expected `mode` in {MODES}. Received: mode={mode!r}")
+    mode, _ = resolve_mode(mode)
     backend = keras.backend.backend()
     if mode == "none":
         yield 1
@@ -143,6 +229,63 @@ def _tf_num_workers(strategy):
         return 1
     spec = resolver.cluster_spec().as_dict()
     return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
+
+
+def worker(strategy=None):
+    """`(index, count)` of this process among the workers of the run.
+
+    The one place that decides who is the chief (index 0), for both engines:
+
+    - TensorFlow: the task of `strategy`'s cluster resolver (`TF_CONFIG`):
+      the `chief` task if the cluster has one, else `worker` 0; the other
+      workers follow in order.
+    - JAX: `jax.process_index()` of `jax.process_count()` (after
+      `keras.distribution.initialize()`).
+    - Otherwise, one process: `(0, 1)`.
+
+    Args:
+        strategy: optional `tf.distribute.Strategy` (default: the one in
+            scope, if any). Ignored on other backends.
+
+    Returns:
+        A tuple of two ints.
+
+    Example:
+
+    >>> index, count = worker()
+    >>> if index == 0:
+    ...     write_summary()
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if strategy is None and tf.distribute.has_strategy():
+            strategy = tf.distribute.get_strategy()
+        resolver = getattr(strategy, "cluster_resolver", None)
+        count = _tf_num_workers(strategy) if strategy is not None else 1
+        if resolver is None or count < 2:
+            return 0, 1
+        has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
+        if resolver.task_type == "chief":
+            return 0, count
+        return int(resolver.task_id) + int(has_chief), count
+    if backend == "jax":
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files and prints (see `worker`).
+
+    Example:
+
+    >>> is_chief()  # one process
+    True
+    """
+    return worker(strategy)[0] == 0
 
 
 def local_replicas(strategy):

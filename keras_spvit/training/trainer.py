@@ -11,6 +11,14 @@ train` runs. Everything it writes goes under `out_dir`:
 - `log.csv` (appended across resumes) and `tensorboard/`.
 - `model.keras`: the final model (EMA weights if the recipe keeps an EMA).
 - `summary.json`: final metrics, images/s, paths.
+
+With several workers (TensorFlow's `MultiWorkerMirroredStrategy`, JAX
+multi-process) the chief (`distribution.worker`, index 0) writes these files
+and prints; `out_dir` must be on a file system every worker reads, since each
+resumes from the chief's backup. The other workers still run every save (under
+TensorFlow saving reads variables with collective ops all workers must join,
+as TensorFlow's multi-worker guide says) into a temporary directory of their
+own, removed at the end.
 """
 
 import contextlib
@@ -18,12 +26,13 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
 
 from keras_spvit.training.callbacks import SwapEMAWeights, Throughput
-from keras_spvit.training.distribution import local_replicas
+from keras_spvit.training.distribution import local_replicas, worker
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
     ParamGroupAdamW,
@@ -246,7 +255,8 @@ def fit(
         val_data: optional dataset like `train_data`.
         recipe: a `Recipe` or recipe name.
         batch_size: int. Global batch size of `train_data`.
-        out_dir: str. Where checkpoints, logs and the model go.
+        out_dir: str. Where checkpoints, logs and the model go (written by
+            the chief worker only; see the module's docstring).
         epochs: optional int: epochs to run (default: the recipe's epochs plus
             its cool-down); the schedule fits itself to them.
         steps_per_epoch: optional int; needed if the dataset's length is
@@ -279,7 +289,8 @@ def fit(
             "The training data's length is unknown (infinite, filtered, or a stream). "
             "Pass `steps_per_epoch`."
         )
-    os.makedirs(out_dir, exist_ok=True)
+    index, workers = worker(_tf_strategy(model))
+    chief = index == 0
     summary_path = os.path.join(out_dir, "summary.json")
     if os.path.exists(summary_path):
         raise FileExistsError(
@@ -291,10 +302,16 @@ def fit(
             model, recipe, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             epochs=epochs, jit_compile=jit_compile,
         )
+    # Every worker resumes from the chief's backup; the others write theirs
+    # (and everything else) aside.
+    write_dir = out_dir if chief else tempfile.mkdtemp(prefix=f"keras_spvit_worker{index}_")
+    os.makedirs(write_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
     position = restore(model, backup_dir, steps_per_epoch)
     start_epoch, start_batch = (position["epoch"], position["batch"]) if position else (0, 0)
-    if position:
+    if not chief:
+        verbose = 0
+    if position and chief:
         _say_resumed(backup_dir, position, epochs, steps_per_epoch, exact=stream is not None)
 
     def data_from(epoch, batch):
@@ -309,17 +326,17 @@ def fit(
     extra = [
         throughput,
         keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+            os.path.join(write_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
             save_weights_only=True,
         ),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
+        keras.callbacks.CSVLogger(os.path.join(write_dir, "log.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard")),
     ]
     if recipe.ema_momentum is not None:
         # Validate (and checkpoint) the EMA weights at each epoch's end.
         extra.insert(0, SwapEMAWeights(last_epoch=epochs - 1))
     extra += list(callbacks)
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    os.makedirs(os.path.join(write_dir, "checkpoints"), exist_ok=True)
 
     # A resumed epoch runs its remaining batches as a short epoch of its own,
     # then the remaining epochs run as one `fit`.
@@ -333,10 +350,11 @@ def fit(
     start = time.perf_counter()
     history = {}
     for first_epoch, end_epoch, steps, offset in phases:
-        backup = Backup(backup_dir, save_freq=save_freq, steps_per_epoch=steps_per_epoch,
-                        batch_offset=offset)
+        backup = Backup(os.path.join(write_dir, "backup"), save_freq=save_freq,
+                        steps_per_epoch=steps_per_epoch, batch_offset=offset)
         with _finalizing(model.optimizer, end_epoch == epochs):
-            result = model.fit(
+            result = _engine_fit(
+                model, workers,
                 _for_model(data_from(first_epoch, offset), model),
                 validation_data=val_data,
                 initial_epoch=first_epoch,
@@ -350,7 +368,7 @@ def fit(
             history.setdefault(key, []).extend(values)
     seconds = time.perf_counter() - start
     model_path = os.path.join(out_dir, "model.keras")
-    model.save(model_path)
+    model.save(os.path.join(write_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.items() if v} or _last_logged(out_dir)
     summary = {
         "model": model.name,
@@ -372,10 +390,100 @@ def fit(
         "checkpoint_dir": os.path.join(out_dir, "checkpoints"),
     }
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
-    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is saved and summarised
+    if chief:
+        with open(summary_path, "w") as f:
+            json.dump(summary, f, indent=2)
+        shutil.rmtree(backup_dir, ignore_errors=True)  # the run is saved and summarised
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
     return summary
+
+
+def _tf_strategy(model):
+    if keras.backend.backend() != "tensorflow":
+        return None
+    return getattr(model, "distribute_strategy", None)
+
+
+def _engine_fit(model, workers, data, **kwargs):
+    """`model.fit(data, ...)`, working around Keras under multi-worker TensorFlow.
+
+    keras-hub's `PipelineModel.fit` rebuilds its input as a `tf.data` pipeline
+    to map the preprocessor over it, which fails on a
+    `tf.distribute.DistributedDataset` (it cannot be mapped): such input
+    (`distribute_input`'s, preprocessed in its `dataset_fn`) goes to Keras'
+    own `fit`.
+    """
+    import tensorflow as tf
+
+    distributed = isinstance(data, tf.distribute.DistributedDataset)
+    if keras.backend.backend() != "tensorflow" or (workers < 2 and not distributed):
+        return model.fit(data, **kwargs)
+    if not distributed:
+        with _multi_worker_keras(model, data):
+            return model.fit(data, **kwargs)
+    if getattr(model, "preprocessor", None) is not None:
+        raise ValueError(
+            "Multi-worker input is read per worker and cannot be mapped by the model's "
+            f"preprocessor. Received: a model with preprocessor={model.preprocessor.name!r}; "
+            "preprocess inside `dataset_fn` and set `model.preprocessor = None`."
+        )
+    with _multi_worker_keras(model, data):
+        return keras.Model.fit(model, data, **kwargs)
+
+
+@contextlib.contextmanager
+def _multi_worker_keras(model, data):
+    """Works around two failures of Keras 3.15's TensorFlow `fit` under
+    `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388).
+
+    1. `fit` and `evaluate` first build the model on a batch they average
+       across replicas with `strategy.reduce`, which fails on the per-replica
+       batch ("Attempt to convert a value (PerReplica...) to a Tensor"). The
+       model is built here from the input's spec (shapes and dtypes are all a
+       symbolic build reads) and that step is skipped while `fit` runs:
+       everything it would build is built.
+    2. Each step's logs are reduced across workers with
+       `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalar
+       metric results ("Invalid reduction dimension 0 for input with 0
+       dimensions"). The steps return them with shape `(1,)`: the same
+       reduction is then the mean over replicas, a scalar. (The values are
+       equal on every replica anyway: metric variables are summed across
+       all of them at each update.)
+    """
+    import tensorflow as tf
+
+    def one_replica(spec):
+        if isinstance(spec, dict):
+            return {key: one_replica(value) for key, value in spec.items()}
+        if isinstance(spec, (tuple, list)):
+            return type(spec)(one_replica(value) for value in spec)
+        if isinstance(spec, tf.TensorSpec):
+            return spec
+        return one_replica(spec._component_specs[0])  # a `PerReplicaSpec`: replica 0
+
+    spec = one_replica(data.element_spec)
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def rank_one(step):
+        def step_with_rank_one_logs(batch):
+            return keras.tree.map_structure(
+                lambda v: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v,
+                step(batch),
+            )
+
+        return step_with_rank_one_logs
+
+    model.train_step = rank_one(type(model).train_step.__get__(model))
+    model.test_step = rank_one(type(model).test_step.__get__(model))
+    try:
+        yield
+    finally:
+        # The compiled step functions keep the wrapped steps (harmless on
+        # one worker too).
+        del model._maybe_symbolic_build, model.train_step, model.test_step
 
 
 @contextlib.contextmanager

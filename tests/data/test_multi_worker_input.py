@@ -6,10 +6,10 @@ processes (`keras.distribution.initialize`, Gloo on CPU). The single-worker
 reference is read in each worker process after its distributed epochs.
 
 `multi_worker_input_steps.py --fit` also runs a plain `model.fit`: it trains
-under two JAX processes (6 steps, identical weights), and crashes under
-TensorFlow inside Keras 3.15's `_maybe_symbolic_build` (it reduces the
-`PerReplica` batch across workers) whatever the input, our pipeline or a
-plain global dataset; it is left out here to keep the test short.
+under two JAX processes (6 steps, identical weights). Keras 3.15's own `fit`
+crashes under TensorFlow's multi-worker strategy (the `PerReplica` batch
+reduce, tensorflow#72388); `keras_spvit.training.fit` works around it, tested
+in `tests/training/test_multi_worker_train.py`.
 """
 
 import json

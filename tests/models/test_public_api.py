@@ -239,3 +239,21 @@ def test_a_name_is_config_saved_names_load(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     assert (loaded.name, loaded.backbone.name) == ("spvit_tiny", "spvit_tiny_backbone")
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(renamed(x)))
+
+
+@pytest.mark.parametrize("builder, arguments", [
+    (keras_spvit.SPViT, SP), (keras_spvit.RefinedViT, RF), (keras_spvit.PSViT, PS),
+])
+def test_generic_builders_load_weights(builder, arguments, tmp_path):
+    # `weights=` used to vanish into Keras' **kwargs: a "fine-tuned" model
+    # started from random weights without a word.
+    source = builder(**arguments, num_classes=3)
+    path = str(tmp_path / "source.weights.h5")
+    source.save_weights(path)
+    loaded = builder(**arguments, num_classes=3, weights=path)
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    fresh = builder(**arguments, num_classes=5, weights=path)  # new heads, same backbone
+    for a, b in zip(source.backbone.weights, fresh.backbone.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert fresh.output_shape[-1] == 5

@@ -1,7 +1,6 @@
 """Exact resumption: a run SIGKILLed at several points and rerun ends where an
 uninterrupted run ends (same optimizer steps, same batches, same weights)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,20 +8,28 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pytest
 
 from keras_spvit.training.resume import read_position
 
 HERE = Path(__file__).parent
 
 
-def _run(out, kill_at=None):
+def _start(out, kill_at=None):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
     command = [sys.executable, str(HERE / "resume_run.py"), str(out)]
     if kill_at is not None:
         command.append(str(kill_at))
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _finish(process):
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _run(out, kill_at=None):
+    return _finish(_start(out, kill_at))
 
 
 def _final(out):
@@ -31,9 +38,8 @@ def _final(out):
 
 
 def test_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
-    reference = tmp_path / "reference"
-    done = _run(reference)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The uninterrupted reference runs beside the interrupted run (independent processes).
+    reference = _start(tmp_path / "reference")
 
     run = tmp_path / "run"
     # 3 epochs x 6 steps, a backup every 4 batches and at every epoch's end.
@@ -51,7 +57,9 @@ def test_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout and "epoch 3/3, after batch 4/6" in resumed.stdout
 
-    ours, theirs = _final(run), _final(reference)
+    done = _finish(reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours, theirs = _final(run), _final(tmp_path / "reference")
     assert int(ours["steps"]) == int(theirs["steps"]) == 18
     assert ours.keys() == theirs.keys()
     # Same batches in the same order, same drop-path draws, same EMA: bit for

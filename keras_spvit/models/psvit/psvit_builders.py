@@ -31,7 +31,10 @@ def PSViT(
             `name + "_backbone"`).
         **kwargs: any other `PSViTBackbone` argument (`pooling`,
             `refine_shared`, `spatial_prior_layers`, `class_token_block`,
-            `dtype`, ...) or classifier argument.
+            `dtype`, ...) or classifier argument; or
+            `weights`: a preset, `.weights.h5` file or official checkpoint
+            loaded into exactly this architecture, `num_classes` and
+            `image_shape` (new heads, resampled positions where they differ).
 
     Every argument is checked before anything is built; a `ValueError`
     names the argument at fault.

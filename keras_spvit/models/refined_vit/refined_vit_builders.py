@@ -34,7 +34,10 @@ def RefinedViT(
         **kwargs: any other `RefinedViTBackbone` argument (`refiner_blocks`,
             `refiner_expansion_ratio`, `refiner_kernel_size`, `stem`,
             `dtype`, ...) or classifier argument (`aux_weight`,
-            `return_dense`, `head_dtype`, `preprocessor`).
+            `return_dense`, `head_dtype`, `preprocessor`); or
+            `weights`: a preset, `.weights.h5` file or official checkpoint
+            loaded into exactly this architecture, `num_classes` and
+            `image_shape` (new heads, resampled positions where they differ).
 
     Every argument is checked before anything is built; a `ValueError`
     names the argument at fault.

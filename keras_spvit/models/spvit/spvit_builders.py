@@ -38,7 +38,10 @@ def SPViT(
         **kwargs: any other `SPViTBackbone` argument (`class_token_block`,
             `patch_size`, `dropout`, `dtype`, ...) or `SPViTImageClassifier`
             argument (`aux_weight`, `return_dense`, `head_dtype`,
-            `preprocessor`).
+            `preprocessor`); or
+            `weights`: a preset, `.weights.h5` file or official checkpoint
+            loaded into exactly this architecture, `num_classes` and
+            `image_shape` (new heads, resampled positions where they differ).
 
     Every argument is checked before anything is built; a `ValueError`
     names the argument at fault.

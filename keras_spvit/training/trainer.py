@@ -352,7 +352,7 @@ def fit(
     for first_epoch, end_epoch, steps, offset in phases:
         backup = Backup(os.path.join(write_dir, "backup"), save_freq=save_freq,
                         steps_per_epoch=steps_per_epoch, batch_offset=offset)
-        with _finalizing(model.optimizer, end_epoch == epochs):
+        with _finalizing(model.optimizer, end_epoch == epochs), _without_preprocessor(model):
             result = _engine_fit(
                 model, workers,
                 _for_model(data_from(first_epoch, offset), model),
@@ -422,12 +422,6 @@ def _engine_fit(model, workers, data, **kwargs):
     if not distributed:
         with _multi_worker_keras(model, data):
             return model.fit(data, **kwargs)
-    if getattr(model, "preprocessor", None) is not None:
-        raise ValueError(
-            "Multi-worker input is read per worker and cannot be mapped by the model's "
-            f"preprocessor. Received: a model with preprocessor={model.preprocessor.name!r}; "
-            "preprocess inside `dataset_fn` and set `model.preprocessor = None`."
-        )
     with _multi_worker_keras(model, data):
         return keras.Model.fit(model, data, **kwargs)
 
@@ -484,6 +478,23 @@ def _multi_worker_keras(model, data):
         # The compiled step functions keep the wrapped steps (harmless on
         # one worker too).
         del model._maybe_symbolic_build, model.train_step, model.test_step
+
+
+@contextlib.contextmanager
+def _without_preprocessor(model):
+    """The model's preprocessor (a preset's) detached while `fit` runs: the
+    pipelines hand `fit` preprocessed images, and keras-hub's `fit` would map
+    the preprocessor over them a second time (the preset's digits: 13%
+    validation accuracy instead of 98.9%). It is back for `model.keras`."""
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is None:
+        yield
+        return
+    model.preprocessor = None
+    try:
+        yield
+    finally:
+        model.preprocessor = preprocessor
 
 
 @contextlib.contextmanager

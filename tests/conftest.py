@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 from pathlib import Path
 
 import keras
@@ -12,6 +13,17 @@ BACKEND = keras.backend.backend()
 
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
+
+
+def free_ports(count):
+    """`count` TCP ports free on localhost (for the workers of a multi-process test)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def load_fixture(name):

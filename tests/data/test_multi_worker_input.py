@@ -14,7 +14,6 @@ in `tests/training/test_multi_worker_train.py`.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from keras_spvit.data import array_dataset
+from tests.conftest import free_ports
 
 SCRIPT = Path(__file__).with_name("multi_worker_input_steps.py")
 BACKEND = keras.backend.backend()
@@ -42,18 +42,8 @@ def folder(tmp_path_factory):
     return root
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _run_workers(folder, tmp_path, fit=False):
-    ports = ",".join(str(p) for p in _free_ports(WORKERS))
+    ports = ",".join(str(p) for p in free_ports(WORKERS))
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
     env.pop("TF_CONFIG", None)
     procs = []

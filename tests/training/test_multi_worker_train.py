@@ -9,7 +9,6 @@ worker is `multi_worker_train.py`.
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,11 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import free_ports
+
 SCRIPT = Path(__file__).with_name("multi_worker_train.py")
 BACKEND = keras.backend.backend()
 EPOCHS, STEPS = 2, 4
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _start(out, workers, tmp, kill_at=None):
@@ -39,7 +30,7 @@ def _start(out, workers, tmp, kill_at=None):
     # Each launch's temporary files (the non-chiefs' write-aside directories) in `tmp`.
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TMPDIR=str(tmp))
     env.pop("TF_CONFIG", None)
-    ports = ",".join(map(str, _free_ports(workers)))
+    ports = ",".join(map(str, free_ports(workers)))
     procs = [
         subprocess.Popen(
             [sys.executable, str(SCRIPT), str(out), "--task", str(task), "--ports", ports]

@@ -91,7 +91,7 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
 
     import tensorflow as tf
 
-    from keras_spvit.data.augment import mix_token
+    from keras_spvit.data.augment import mix_token, token_targets
 
     tokens = model.output["aux_logits"].shape[1]
     side = math.isqrt(tokens)
@@ -104,9 +104,10 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
     key = tf.constant([seed, 0x70CE2], tf.int64)
 
     def mix(images, labels, position):
-        if labels.dtype.is_integer:
-            labels = tf.one_hot(labels, num_classes)
-        dense = tf.broadcast_to(labels[:, None, None, :], (tf.shape(labels)[0], side, side, num_classes))
+        # Token targets without a class axis: int32 ids (B, g, g), or for MixUp /
+        # CutMix labels (two classes each: smoothing stays in the loss) their
+        # top 2 packed (B, g, g, 2, 2); the loss equals the dense one exactly.
+        dense = token_targets(labels, (side, side))
         images, labels, dense = mix_token(
             images, labels, dense, patch_size=patch, num_classes=num_classes,
             seed=tf.random.experimental.stateless_fold_in(key, position),

@@ -6,7 +6,15 @@ import math
 import sys
 from pathlib import Path
 
+import keras
 import pytest
+
+# The benchmark times tf.data pipelines (the Makefile runs it on TensorFlow);
+# they run the same under every Keras backend.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="tf.data pipelines, backend-independent: run once, on TensorFlow",
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
 

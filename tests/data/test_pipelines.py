@@ -122,6 +122,8 @@ def test_input_context_shards_examples_and_batches_per_replica():
     assert _policy(val) == Policy.OFF
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="pure tf.data (no Keras layer): backend-independent, run once")
 def test_rand_augment_per_batch_gives_the_per_example_batches():
     # The batched path (crop and draws per example, RandAugment, normalise and
     # erasing per batch) yields exactly the per-example pipeline's batches,

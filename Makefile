@@ -24,11 +24,11 @@ DEMO_ARGS ?= --epochs 20 --seeds 0 1 --out runs/demo
 demo: install
 	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/python examples/digits_demo.py $(DEMO_ARGS)
 
+# Two streams side by side on CI's 2 cores: TensorFlow | JAX then torch.
+TEST_STREAMS ?= "tensorflow" "jax torch"
+
 test: install
-	@set -e; for backend in $(BACKENDS); do \
-		echo "=== KERAS_BACKEND=$$backend ==="; \
-		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS); \
-	done
+	$(BIN)/python tests/run_backends.py $(TEST_STREAMS) -- $(PYTEST_ARGS)
 
 test-%: install
 	KERAS_BACKEND=$* $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install demo test test-% benchmark clean
+.PHONY: install datasets demo test test-% benchmark clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,16 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml requirements-ci.txt
 
 install: $(VENV)/.installed
 
+# Fashion-MNIST offline (tests that need it skip, saying why, when it is absent):
+# the Debian/Ubuntu package, installed when apt-get is there and we are root.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+datasets:
+	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "make datasets: could not install dataset-fashion-mnist; its tests will skip"; \
+	else echo "make datasets: no apt-get as root; Fashion-MNIST tests will skip"; fi
+
 DEMO_BACKEND ?= tensorflow
 DEMO_ARGS ?= --epochs 20 --seeds 0 1 --out runs/demo
 
@@ -27,10 +37,10 @@ demo: install
 # Two streams side by side on CI's 2 cores: TensorFlow | JAX then torch.
 TEST_STREAMS ?= "tensorflow" "jax torch"
 
-test: install
+test: install datasets
 	$(BIN)/python tests/run_backends.py $(TEST_STREAMS) -- $(PYTEST_ARGS)
 
-test-%: install
+test-%: install datasets
 	KERAS_BACKEND=$* $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 benchmark: install

@@ -490,7 +490,8 @@ def add_preprocessing_arguments(parser, training=False):
     For `train` they set the run's preprocessing (default: the data source's);
     for `evaluate` and `predict` they override the loaded model's.
     """
-    default = "the data source's: 1.0 / 0.5 for digits, else 0.875 / ImageNet" if training \
+    default = ("the data source's: 1.0 / 0.5 for digits, fashion_mnist and idx:, else 0.875 / "
+               "ImageNet") if training \
         else "the model's preprocessing"
     parser.add_argument("--image-size", type=positive_int, default=None,
                         help="input side in pixels (default: the model's)")
@@ -506,7 +507,8 @@ def add_data_arguments(parser, split_default, training=False):
     """`--data`, `--split`, `--data-dir`, `--batch-size`, and for `train` the
     preprocessing flags (`add_preprocessing_arguments`)."""
     parser.add_argument("--data", default="digits",
-                        help="digits | tfds:NAME | folder:PATH | npz:PATH (default: digits)")
+                        help="digits | fashion_mnist | tfds:NAME | folder:PATH | npz:PATH | "
+                             "idx:PATH (default: digits)")
     parser.add_argument("--split", default=split_default,
                         help=f"split of --data (default: {split_default})")
     parser.add_argument("--data-dir", default=None, help="TensorFlow Datasets data_dir")

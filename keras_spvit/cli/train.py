@@ -31,7 +31,8 @@ def add_parser(subparsers):
     parser.add_argument("--val-data", default=None,
                         help="validation source (default: --data with --val-split)")
     parser.add_argument("--val-split", default=None,
-                        help="validation split (default: test for digits, validation for tfds)")
+                        help="validation split (default: test for digits, fashion_mnist and "
+                             "idx:, validation for tfds)")
     parser.add_argument("--num-classes", type=positive_int, default=None)
     parser.add_argument("--recipe", default="digits",
                         help="named recipe (see keras_spvit.training.RECIPES)")
@@ -163,7 +164,7 @@ def check_arguments(args):
         parse_overrides,
         user_errors,
     )
-    from keras_spvit.data.sources import SourceError, check_source, parse_source
+    from keras_spvit.data.sources import SPLIT_KINDS, SourceError, check_source, parse_source
     from keras_spvit.training.hardware import PRECISIONS
 
     if args.precision != "auto" and args.precision not in PRECISIONS:
@@ -188,9 +189,8 @@ def check_arguments(args):
     try:
         info = check_source(args.data, args.split, args.data_dir)
         kind, _ = parse_source(args.data)
-        val_source = args.val_data or (args.data if kind in ("digits", "tfds") else None)
-        val_split = args.val_split or {"digits": "test", "tfds": "validation"}.get(
-            kind, args.split)
+        val_source = args.val_data or (args.data if kind in SPLIT_KINDS else None)
+        val_split = args.val_split or SPLIT_KINDS.get(kind, args.split)
         if val_source:
             check_source(val_source, val_split, args.data_dir, flag="--val-data",
                          split_flag="--val-split")
@@ -213,7 +213,7 @@ def run(args):
     import keras
 
     from keras_spvit.cli.common import pipeline_options, user_errors, write_json
-    from keras_spvit.data.sources import source_dataset, source_preprocessing
+    from keras_spvit.data.sources import SPLIT_KINDS, source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
     from keras_spvit.training.distribution import resolve_mode, worker
     from keras_spvit.training.hardware import resolve_jit, resolve_precision
@@ -314,8 +314,8 @@ def run(args):
     if not chief:
         return 0
     print_summary(summary, replicas, dtype, jit,
-                  data=f"{args.data} [{args.split}]" if parse_kind(args.data) in (
-                      "digits", "tfds") else args.data)
+                  data=f"{args.data} [{args.split}]" if parse_kind(args.data) in SPLIT_KINDS
+                  else args.data)
     return 0
 
 

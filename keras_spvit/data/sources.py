@@ -5,22 +5,36 @@
   Datasets name; the split is chosen separately.
 - `folder:PATH` (or a bare existing directory): `PATH/<class>/<image>`.
 - `npz:PATH`: a NumPy archive with `images` and `labels` arrays.
+- `fashion_mnist`: Fashion-MNIST, offline (splits `train`, `test`; found as
+  `keras_spvit.data.idx` says: `$KERAS_SPVIT_FASHION_MNIST`, the Debian
+  package `dataset-fashion-mnist`, or TFDS when prepared).
+- `idx:PATH`: a folder of MNIST-format files (`train-images-idx3-ubyte[.gz]`,
+  `t10k-...` for `test`): MNIST, Fashion-MNIST, KMNIST.
+
+Small grey sources (`digits`, `fashion_mnist`, `idx:`) are evaluated without
+a crop and normalised with mean = std = 0.5; the others with the pipelines'
+defaults (crop 0.875, ImageNet mean and std).
 """
 
 import os
 
 import numpy as np
 
+from keras_spvit.data import idx
 from keras_spvit.data.digits import digits_split
 
 DIGITS_MEAN = DIGITS_STD = (0.5, 0.5, 0.5)
+# Sources of small grey images: no crop, mean = std = 0.5.
+GREY_KINDS = ("digits", "fashion_mnist", "idx")
+# Sources that hold their own splits (`--split`), and the split held out.
+SPLIT_KINDS = {"digits": "test", "tfds": "validation", "fashion_mnist": "test", "idx": "test"}
 
 
 def parse_source(source):
     """`(kind, value)` of a source string; raises on an unknown form."""
-    if source == "digits":
-        return "digits", None
-    for kind in ("tfds", "folder", "npz"):
+    if source in ("digits", "fashion_mnist"):
+        return source, None
+    for kind in ("tfds", "folder", "npz", "idx"):
         if source.startswith(kind + ":"):
             return kind, source[len(kind) + 1 :]
     if os.path.isdir(source):
@@ -28,8 +42,8 @@ def parse_source(source):
     if source.endswith(".npz"):
         return "npz", source
     raise ValueError(
-        f"Unknown data source {source!r}. Expected 'digits', 'tfds:NAME', "
-        "'folder:PATH' (root/<class>/<image>) or 'npz:PATH'."
+        f"Unknown data source {source!r}. Expected 'digits', 'fashion_mnist', 'tfds:NAME', "
+        "'folder:PATH' (root/<class>/<image>), 'npz:PATH' or 'idx:PATH' (MNIST-format files)."
     )
 
 
@@ -43,8 +57,9 @@ class SourceError(ValueError):
 def source_preprocessing(source=None, **overrides):
     """The evaluation preprocessing `source_dataset` applies to a source.
 
-    `digits` (8x8 images upsampled): no crop, mean and std 0.5. Every other
-    source: the pipelines' defaults (crop 0.875, ImageNet mean and std).
+    `digits`, `fashion_mnist`, `idx:` (small grey images upsampled): no
+    crop, mean and std 0.5. Every other source: the pipelines' defaults
+    (crop 0.875, ImageNet mean and std).
 
     Args:
         source: a source string, or `None` for the pipelines' defaults.
@@ -64,7 +79,7 @@ def source_preprocessing(source=None, **overrides):
 
     defaults = inspect.signature(pipelines.classification_pipeline).parameters
     values = {key: defaults[key].default for key in ("crop_pct", "mean", "std", "interpolation")}
-    if source is not None and parse_source(source)[0] == "digits":
+    if source is not None and parse_source(source)[0] in GREY_KINDS:
         values.update(crop_pct=1.0, mean=DIGITS_MEAN, std=DIGITS_STD)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
@@ -104,6 +119,23 @@ def check_source(source, split=None, data_dir=None, flag="--data", split_flag="-
             raise SourceError(
                 f"{split_flag} {split!r} of {source!r}: expected one of {list(DIGITS_SPLITS)}."
             )
+        return source_info(source)
+    if kind in ("fashion_mnist", "idx"):
+        if split is not None and split not in idx.IDX_SPLITS:
+            raise SourceError(
+                f"{split_flag} {split!r} of {source!r}: expected one of {list(idx.IDX_SPLITS)}."
+            )
+        if kind == "fashion_mnist":
+            if not idx.fashion_mnist_available(data_dir):
+                raise SourceError(f"{flag} {source!r}: {idx.fashion_mnist_not_found_message()}")
+            return source_info(source)
+        if not value or not os.path.isdir(value):
+            raise SourceError(f"{flag} {source!r}: expected idx:PATH, a folder of MNIST-format "
+                              "files (train-images-idx3-ubyte[.gz], ...).")
+        try:
+            idx.idx_files(value, split or "train")
+        except (OSError, ValueError) as error:
+            raise SourceError(f"{flag} {source!r}: {error}") from None
         return source_info(source)
     if not value:
         raise SourceError(f"{flag} {source!r}: expected {kind}:{'NAME' if kind == 'tfds' else 'PATH'}.")
@@ -180,6 +212,11 @@ def source_info(source, data_dir=None):
     kind, value = parse_source(source)
     if kind == "digits":
         return {"num_classes": 10, "class_names": [str(i) for i in range(10)]}
+    if kind == "fashion_mnist":
+        return {"num_classes": 10, "class_names": list(idx.FASHION_MNIST_CLASSES)}
+    if kind == "idx":
+        labels = idx.read_idx(idx.idx_files(value, "train")[1])
+        return {"num_classes": int(labels.max()) + 1, "class_names": None}
     if kind == "npz":
         return {"num_classes": int(_npz_arrays(value)[1].max()) + 1, "class_names": None}
     if kind == "folder":
@@ -199,7 +236,8 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
 
     Args:
         source: see this module's docstring.
-        split: `"train"` / `"test"` for digits, a TFDS split for `tfds:`;
+        split: `"train"` / `"test"` for digits, fashion_mnist and `idx:`, a
+            TFDS split for `tfds:`;
             ignored by `folder:` and `npz:` (give a separate source per split).
         image_size: int. Output side.
         batch_size: int. Global batch size.
@@ -233,6 +271,19 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         dataset = pipelines.array_dataset(images, labels, num_classes=num_classes or 10,
                                           **common, **options)
         return dataset, {"num_classes": 10, "class_names": [str(i) for i in range(10)]}
+    if kind in ("fashion_mnist", "idx"):
+        for key, option in source_preprocessing(source).items():
+            options.setdefault(key, option)
+        options.setdefault("cache", True)
+        if kind == "fashion_mnist":
+            images, labels = idx.load_fashion_mnist(split, data_dir)
+        else:
+            images, labels = idx.load_idx_split(value, split)
+        info = source_info(source)
+        classes = num_classes or info["num_classes"]
+        dataset = pipelines.array_dataset(images, labels, num_classes=classes, **common,
+                                          **options)
+        return dataset, {"num_classes": classes, "class_names": info["class_names"]}
     if kind == "npz":
         images, labels = _npz_arrays(value)
         classes = num_classes or int(labels.max()) + 1

@@ -17,6 +17,7 @@ defaults (crop 0.875, ImageNet mean and std).
 """
 
 import os
+import re
 
 import numpy as np
 
@@ -28,6 +29,25 @@ DIGITS_MEAN = DIGITS_STD = (0.5, 0.5, 0.5)
 GREY_KINDS = ("digits", "fashion_mnist", "idx")
 # Sources that hold their own splits (`--split`), and the split held out.
 SPLIT_KINDS = {"digits": "test", "tfds": "validation", "fashion_mnist": "test", "idx": "test"}
+
+
+_SLICE = re.compile(r"^(\w+)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+def parse_split(split, splits, source, flag="--split"):
+    """`(name, slice)` of an array source's split: `train`, `train[:5000]`, `test[100:]`.
+
+    Slices count examples of the named split in its stored order, as TFDS'
+    split slicing does.
+    """
+    match = _SLICE.match(split or "")
+    if not match or match.group(1) not in splits:
+        raise SourceError(
+            f"{flag} {split!r} of {source!r}: expected one of {list(splits)}, optionally "
+            "sliced as NAME[start:stop] (e.g. train[:5000])."
+        )
+    start, stop = (int(v) if v else None for v in match.group(2, 3))
+    return match.group(1), slice(start, stop)
 
 
 def parse_source(source):
@@ -121,10 +141,8 @@ def check_source(source, split=None, data_dir=None, flag="--data", split_flag="-
             )
         return source_info(source)
     if kind in ("fashion_mnist", "idx"):
-        if split is not None and split not in idx.IDX_SPLITS:
-            raise SourceError(
-                f"{split_flag} {split!r} of {source!r}: expected one of {list(idx.IDX_SPLITS)}."
-            )
+        if split is not None:
+            parse_split(split, idx.IDX_SPLITS, source, split_flag)
         if kind == "fashion_mnist":
             if not idx.fashion_mnist_available(data_dir):
                 raise SourceError(f"{flag} {source!r}: {idx.fashion_mnist_not_found_message()}")
@@ -133,7 +151,7 @@ def check_source(source, split=None, data_dir=None, flag="--data", split_flag="-
             raise SourceError(f"{flag} {source!r}: expected idx:PATH, a folder of MNIST-format "
                               "files (train-images-idx3-ubyte[.gz], ...).")
         try:
-            idx.idx_files(value, split or "train")
+            idx.idx_files(value, parse_split(split or "train", idx.IDX_SPLITS, source)[0])
         except (OSError, ValueError) as error:
             raise SourceError(f"{flag} {source!r}: {error}") from None
         return source_info(source)
@@ -236,8 +254,9 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
 
     Args:
         source: see this module's docstring.
-        split: `"train"` / `"test"` for digits, fashion_mnist and `idx:`, a
-            TFDS split for `tfds:`;
+        split: `"train"` / `"test"` for digits, `"train"` / `"test"`
+            optionally sliced (`"train[:5000]"`) for fashion_mnist and
+            `idx:`, a TFDS split for `tfds:`;
             ignored by `folder:` and `npz:` (give a separate source per split).
         image_size: int. Output side.
         batch_size: int. Global batch size.
@@ -275,10 +294,14 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         for key, option in source_preprocessing(source).items():
             options.setdefault(key, option)
         options.setdefault("cache", True)
+        name, part = parse_split(split, idx.IDX_SPLITS, source)
         if kind == "fashion_mnist":
-            images, labels = idx.load_fashion_mnist(split, data_dir)
+            images, labels = idx.load_fashion_mnist(name, data_dir)
         else:
-            images, labels = idx.load_idx_split(value, split)
+            images, labels = idx.load_idx_split(value, name)
+        images, labels = images[part], labels[part]
+        if not len(labels):
+            raise SourceError(f"--split {split!r} of {source!r} selects no example.")
         info = source_info(source)
         classes = num_classes or info["num_classes"]
         dataset = pipelines.array_dataset(images, labels, num_classes=classes, **common,

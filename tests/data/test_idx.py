@@ -78,6 +78,13 @@ def test_idx_source(tmp_path):
     assert check_source(source, "test") == {"num_classes": 4, "class_names": None}
     with pytest.raises(SourceError, match=r"--split 'val' of .*expected one of \['train', 'test'\]"):
         check_source(source, "val")
+    with pytest.raises(SourceError, match=r"--split 'train\[:x\]'.*NAME\[start:stop\]"):
+        check_source(source, "train[:x]")
+    sliced, _ = source_dataset(source, "train[2:7]", image_size=12, batch_size=10,
+                               training=False)
+    np.testing.assert_array_equal(next(iter(sliced))[1].numpy(), arrays["train"][1][2:7])
+    with pytest.raises(SourceError, match="selects no example"):
+        source_dataset(source, "test[6:]", image_size=12, batch_size=2, training=False)
     with pytest.raises(SourceError, match="expected idx:PATH"):
         check_source(f"idx:{tmp_path / 'nope'}", "train")
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()

@@ -49,6 +49,13 @@ def add_parser(subparsers):
                         "under multi-GPU strategies; off on torch)")
     parser.add_argument("--distribute", choices=("none", "auto", "mirrored", "multi_worker"),
                         default="auto", help="data parallel engine (default: auto)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto",
+                        help="auto (default: the accelerators the backend sees, else the CPU); "
+                        "gpu / tpu fail at start when the backend sees none; cpu hides them")
+    parser.add_argument("--steps-per-execution", default="auto", metavar="N",
+                        help="training steps per compiled call (fewer host round trips on "
+                        "accelerators; must divide the steps per epoch and --save-every). "
+                        "Default auto: 1 on CPUs and torch, else the largest divisor <= 32")
     parser.add_argument("--save-every", type=positive_int, default=None,
                         help="also back up every N batches (default: every epoch)")
     parser.add_argument("--seed", type=int, default=0)
@@ -208,6 +215,10 @@ def check_arguments(args):
 
 
 def run(args):
+    if args.device == "cpu":
+        from keras_spvit.training.hardware import hide_accelerators
+
+        hide_accelerators()  # before the backend starts
     plan = check_arguments(args)  # nothing is built or written before this passes
 
     import keras
@@ -216,7 +227,14 @@ def run(args):
     from keras_spvit.data.sources import SPLIT_KINDS, source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
     from keras_spvit.training.distribution import resolve_mode, worker
-    from keras_spvit.training.hardware import resolve_jit, resolve_precision
+    from keras_spvit.training.hardware import (
+        check_device,
+        describe_devices,
+        keep_tensorflow_off_gpus,
+        resolve_jit,
+        resolve_precision,
+        resolve_steps_per_execution,
+    )
     from keras_spvit.training.trainer import for_model, steps_in
 
     recipe, num_classes = plan["recipe"], plan["num_classes"]
@@ -233,6 +251,7 @@ def run(args):
             ("--weights", args.weights), ("--image-size", args.image_size))
         if value is not None
     )
+    keep_tensorflow_off_gpus()  # JAX / torch: TensorFlow only feeds data
     with user_errors(f"--distribute {args.distribute}"):
         mode, why = resolve_mode(args.distribute)
     # Multi-worker TensorFlow configures its collectives before the runtime
@@ -240,7 +259,10 @@ def run(args):
     with data_parallel(mode) as replicas:
         index, count = worker()
         chief = index == 0  # the other workers write nothing under --out and print nothing
+        with user_errors(f"--device {args.device}"):
+            check_device(args.device)
         if chief:
+            print(f"Devices: {describe_devices()}")
             print(f"Data parallel: {mode} ({why}), {replicas} replica"
                   f"{'s' if replicas != 1 else ''}" + (f", {count} workers" if count > 1 else ""))
         dtype = resolve_precision(args.precision)
@@ -272,6 +294,9 @@ def run(args):
 
         # The number of batches per epoch, from the one-pass pipeline.
         steps_per_epoch = steps_in(distribute_input(train_fn))
+        with user_errors(f"--steps-per-execution {args.steps_per_execution}"):
+            steps_per_execution = resolve_steps_per_execution(
+                args.steps_per_execution, steps_per_epoch, args.save_every or "epoch")
         if parse_kind(args.data) == "tfds":
             # TFDS shuffles its files itself, per pass: a resumed run gets the
             # right step count on a fresh pass, not the same batches.
@@ -298,7 +323,8 @@ def run(args):
                         "preprocessing": preprocessing, "val_data": val_source,
                         "val_split": val_split if val_source else None,
                         "replicas": replicas, "backend": keras.backend.backend(),
-                        "dtype_policy": dtype, "jit_compile": jit})
+                        "dtype_policy": dtype, "jit_compile": jit,
+                        "steps_per_execution": steps_per_execution})
         if plan["class_names"] and chief:
             write_json(os.path.join(args.out, "class_names.json"), plan["class_names"])
         with _naming_bad_files():
@@ -306,7 +332,7 @@ def run(args):
                 model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
                 epochs=args.epochs, steps_per_epoch=steps_per_epoch,
                 save_freq=args.save_every or "epoch", jit_compile=jit,
-                verbose="auto" if args.verbose is None else args.verbose,
+                steps_per_execution=steps_per_execution, verbose="auto" if args.verbose is None else args.verbose,
             )
         summary.update(bad_files.summary())
         if chief:

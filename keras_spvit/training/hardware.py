@@ -15,8 +15,16 @@ defaults that follow from it.
   cannot compile for; off on torch (`torch.compile` recompiles for minutes
   on these models).
 
+`--device` (`check_device`, `hide_accelerators`) and the start-up line
+(`describe_devices`) also live here, and `keep_tensorflow_off_gpus`: under
+the JAX and torch backends TensorFlow only runs the input pipelines and is
+kept off the GPUs.
+
 Nothing here changes a model's numbers; it only picks engines.
 """
+
+import os
+import warnings
 
 import keras
 
@@ -157,3 +165,204 @@ def resolve_jit(jit="auto", replicas=1, dtype_policy="float32"):
     # On CPUs: XLA compiles one device; TensorFlow cannot place an XLA
     # cluster across several virtual CPU devices of a MirroredStrategy.
     return not (backend == "tensorflow" and replicas > 1)
+
+
+DEVICES = ("auto", "cpu", "gpu", "tpu")
+# What to install when the backend sees no accelerator of the kind asked for.
+_ACCELERATOR_HINTS = {
+    "jax": "pip install 'keras-spvit[jax-cuda]' (JAX's CUDA 12 wheels), or jax[tpu] on a TPU VM",
+    "tensorflow": "pip install 'tensorflow[and-cuda]' on Linux",
+    "torch": "a CUDA build of torch (https://pytorch.org/get-started)",
+}
+
+
+def hide_accelerators():
+    """Keeps the process on the CPU: call before the backend starts.
+
+    Sets `CUDA_VISIBLE_DEVICES=""` and `JAX_PLATFORMS=cpu` (what the engines
+    read when they start), and hides GPUs from an already-imported
+    TensorFlow when it has not touched them yet.
+
+    Example:
+
+    >>> hide_accelerators()  # then import keras / build models: CPU only
+    """
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    keep_tensorflow_off_gpus()
+
+
+def keep_tensorflow_off_gpus():
+    """Hides GPUs from TensorFlow when it only feeds data (JAX or torch backend).
+
+    tf.data and the eager TensorFlow ops of the input pipelines would
+    otherwise initialise every GPU and reserve memory on it, memory the
+    training engine then lacks. A no-op on the TensorFlow backend, and when
+    TensorFlow already initialised its GPUs (then it says so once).
+
+    Returns:
+        bool, whether TensorFlow now sees no GPU.
+
+    Example:
+
+    >>> keep_tensorflow_off_gpus()  # KERAS_BACKEND=jax: tf.data stays on the CPU
+    True
+    """
+    if keras.backend.backend() == "tensorflow":
+        return False
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's runtime started with its GPUs
+        if tf.config.get_visible_devices("GPU"):
+            warnings.warn(
+                "TensorFlow initialised its GPUs before they could be hidden: tf.data "
+                "holds GPU memory the training engine cannot use. Import keras_spvit's "
+                "pipelines before running any TensorFlow op.",
+                stacklevel=2,
+            )
+            return False
+    return not tf.config.get_visible_devices("GPU")
+
+
+def describe_devices():
+    """One line naming the devices the backend trains on.
+
+    Example:
+
+    >>> describe_devices()
+    'jax 0.10.2: 2 x cpu'
+    """
+    backend = keras.backend.backend()
+    names = []
+    if backend == "jax":
+        import jax
+
+        names = [f"{d.platform}" + (f" ({d.device_kind})" if d.platform != "cpu" else "")
+                 for d in jax.devices()]
+        version = jax.__version__
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        kinds = ("TPU", "GPU") if accelerator() else ("CPU",)
+        for kind in kinds:
+            names += [kind.lower() for _ in tf.config.list_logical_devices(kind)]
+        version = tf.__version__
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [f"gpu ({torch.cuda.get_device_name(i)})"
+                     for i in range(torch.cuda.device_count())]
+        else:
+            names = ["cpu"]
+        version = torch.__version__
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    listed = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items())
+    cores = f" ({os.cpu_count()} cores)" if listed in ("cpu", "") else ""
+    return f"{backend} {version}: {listed or 'cpu'}{cores}"
+
+
+def check_device(device):
+    """Raises when the backend lacks the accelerator asked for.
+
+    Args:
+        device: one of `DEVICES`. `"auto"` and `"cpu"` always pass (call
+            `hide_accelerators` before the backend starts for `"cpu"`).
+
+    Example:
+
+    >>> check_device("gpu")  # on a CPU-only JAX
+    Traceback (most recent call last):
+    ValueError: --device gpu: jax sees no GPU (only cpu). ...
+    """
+    if device not in DEVICES:
+        raise ValueError(f"Expected `device` in {list(DEVICES)}. Received: device={device!r}")
+    if device in ("auto", "cpu"):
+        return
+    found = accelerator()
+    if found != device:
+        backend = keras.backend.backend()
+        raise ValueError(
+            f"{backend} sees no {device.upper()} (only "
+            f"{found or 'cpu'}). Install the backend's accelerator build ("
+            f"{_ACCELERATOR_HINTS[backend]}) or pass --device auto to train on what is there."
+        )
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_steps_per_execution(steps_per_execution, steps_per_epoch, save_freq="epoch"):
+    """Raises unless `steps_per_execution` fits the run.
+
+    Keras runs `steps_per_execution` steps per compiled call and sees the
+    batches only between calls, so it must divide the steps per epoch (an
+    epoch would otherwise take batches of the next one) and the backup
+    interval `save_freq` (backups are taken between calls). torch runs one
+    step per call.
+
+    Args:
+        steps_per_execution: positive int.
+        steps_per_epoch: positive int.
+        save_freq: `"epoch"` or an int.
+
+    Example:
+
+    >>> check_steps_per_execution(4, 100, save_freq=20)
+    """
+    value = steps_per_execution
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected `steps_per_execution` to be a positive int. Received: {value!r}")
+    if value == 1:
+        return
+    if keras.backend.backend() == "torch":
+        raise ValueError(
+            f"steps_per_execution={value}: the torch backend runs one step per call. Expected 1."
+        )
+    for what, count in (("steps per epoch", steps_per_epoch), ("--save-every", save_freq)):
+        if isinstance(count, int) and count % value:
+            fits = [d for d in _divisors(count) if d <= max(value, 32)]
+            raise ValueError(
+                f"steps_per_execution={value} does not divide the {what} ({count}). "
+                f"Expected one of {fits}."
+            )
+
+
+def resolve_steps_per_execution(value, steps_per_epoch, save_freq="epoch", limit=32):
+    """`steps_per_execution` for `fit`: `"auto"`, or an int (or digits) checked.
+
+    `"auto"` is 1 on CPUs (nothing to gain: the host is the device) and on
+    torch; on accelerators the largest divisor of the steps per epoch (and
+    of `save_freq`) up to `limit`, which amortises the host's per-call cost.
+
+    Args:
+        value: `"auto"`, an int or a string of digits.
+        steps_per_epoch: positive int.
+        save_freq: `"epoch"` or an int.
+        limit: int. Largest value `"auto"` picks.
+
+    Returns:
+        int.
+
+    Example:
+
+    >>> resolve_steps_per_execution("auto", 1251)  # on a GPU: 1251 = 3 x 417
+    3
+    """
+    if value == "auto":
+        if accelerator() is None or keras.backend.backend() == "torch":
+            return 1
+        fits = [d for d in _divisors(steps_per_epoch) if d <= limit
+                and (not isinstance(save_freq, int) or save_freq % d == 0)]
+        return max(fits)
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise ValueError(f"Expected 'auto' or a positive int. Received: {value!r}")
+        value = int(value)
+    check_steps_per_execution(value, steps_per_epoch, save_freq)
+    return value

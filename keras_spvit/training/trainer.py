@@ -33,6 +33,7 @@ import keras
 
 from keras_spvit.training.callbacks import SwapEMAWeights, Throughput
 from keras_spvit.training.distribution import local_replicas, worker
+from keras_spvit.training.hardware import check_steps_per_execution
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
     ParamGroupAdamW,
@@ -70,6 +71,7 @@ def dense_targets(labels, token_labels=None):
 def for_model(dataset, model):
     """Maps `(images, labels)` or `(images, {"labels", "token_labels"})` to the
     targets `model` trains on."""
+    import tensorflow as tf
 
     def to_targets(images, y):
         if isinstance(y, dict) and "labels" not in y:
@@ -81,7 +83,9 @@ def for_model(dataset, model):
             return images, labels
         return images, dense_targets(y) if returns_dense(model) else y
 
-    return dataset.map(to_targets)
+    # Look-ahead after the last map: the next batches are ready (and, under a
+    # strategy, copied to the devices) while a step runs.
+    return dataset.map(to_targets).prefetch(tf.data.AUTOTUNE)
 
 
 def _for_model(dataset, model):
@@ -139,7 +143,7 @@ def _uses_float16(model):
 
 
 def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=None,
-                         jit_compile="auto"):
+                         jit_compile="auto", steps_per_execution=1):
     """Compiles `model` with the recipe's optimizer and losses.
 
     A `return_dense=True` classifier trains `class_logits` and, weighted by
@@ -155,6 +159,8 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
         steps_per_epoch: int.
         epochs: optional int overriding `recipe.epochs`.
         jit_compile: passed to `model.compile`.
+        steps_per_execution: int. Passed to `model.compile` (see
+            `hardware.check_steps_per_execution`).
 
     Returns:
         The model, compiled.
@@ -187,6 +193,7 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
         loss_weights=loss_weights,
         metrics=metrics,
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -229,6 +236,7 @@ def fit(
     callbacks=(),
     verbose="auto",
     compile=True,
+    steps_per_execution=1,
 ):
     """Trains `model` on `tf.data` input with a recipe, resumably.
 
@@ -266,6 +274,9 @@ def fit(
         callbacks: extra Keras callbacks.
         verbose: Keras `fit` verbosity (progress bars by default).
         compile: bool. `False` keeps the model's own compilation.
+        steps_per_execution: int. Training steps per compiled call: it
+            must divide `steps_per_epoch` and an int `save_freq` (`1` on
+            torch); more saves host round trips on accelerators.
 
     Returns:
         A dict summary: accuracies, loss, images/s, seconds, file paths.
@@ -289,6 +300,8 @@ def fit(
             "The training data's length is unknown (infinite, filtered, or a stream). "
             "Pass `steps_per_epoch`."
         )
+    if compile:
+        check_steps_per_execution(steps_per_execution, steps_per_epoch, save_freq)
     index, workers = worker(_tf_strategy(model))
     chief = index == 0
     summary_path = os.path.join(out_dir, "summary.json")
@@ -300,7 +313,7 @@ def fit(
     if compile:
         compile_for_training(
             model, recipe, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
-            epochs=epochs, jit_compile=jit_compile,
+            epochs=epochs, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
         )
     # Every worker resumes from the chief's backup; the others write theirs
     # (and everything else) aside.

@@ -111,6 +111,13 @@ CASES = [
     (["convert", "good.png", "out", "--variant", "spvit_xxl"], "'spvit_xxl'"),
     (["convert", "good.png", "out", "--variant", "spvit_s", "--crop-pct", "1.5"], "'1.5'"),
     (["nope"], "'nope'"),
+    # Session 6: devices, steps per call, the IDX sources.
+    (["train", "--device", "gpu", *OUT], "--device gpu: "),
+    (["train", "--device", "quantum", *OUT], "'quantum'"),
+    (["train", "--steps-per-execution", "7", *OUT], "--steps-per-execution 7"),
+    (["train", "--steps-per-execution", "x", *OUT], "'x'"),
+    (["train", "--data", "fashion_mnist", "--split", "val", *OUT], "--split 'val'"),
+    (["train", "--data", "idx:/nope", *OUT], "idx:/nope"),
 ]
 
 

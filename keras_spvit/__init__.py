@@ -52,8 +52,10 @@ __all__ = [
     "attention_maps",
     "convert_checkpoint",
     "count_macs",
+    "dense_teacher",
     "layers",
     "load_official_weights",
+    "make_token_labels",
     "search",
     "upload_preset",
 ]

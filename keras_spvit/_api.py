@@ -20,6 +20,8 @@ from keras_spvit.models.spvit.spvit_builders import (
 )
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
 from keras_spvit.search import search
+from keras_spvit.token_labeling import make_token_labels
+from keras_spvit.models.dense_teacher import dense_teacher
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 from keras_spvit.models.refined_vit.refined_vit_builders import (
     RefinedViT,

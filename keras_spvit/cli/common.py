@@ -405,6 +405,8 @@ def _check_field(key, value, kind):
     base = kind.replace("| None", "").replace("Optional", "").strip()
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if base == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"  # --set mix_token=true, as YAML and JSON write it
         if not isinstance(value, bool):
             raise bad("True or False")
         return value

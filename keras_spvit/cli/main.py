@@ -25,7 +25,7 @@ import tempfile
 
 from keras_spvit.cli.common import UsageError, one_line
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "convert")
+SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,7 +44,7 @@ def build_parser():
     """
     parser = ArgumentParser(
         prog="keras-spvit",
-        description="Train, evaluate, run and convert keras_spvit models.",
+        description="Train, evaluate, run and convert keras_spvit models, and make token labels.",
     )
     parser.add_argument("--debug", dest="debug_all", action="store_true",
                         help="show Python tracebacks for every error (also KERAS_SPVIT_DEBUG=1)")

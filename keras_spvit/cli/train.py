@@ -56,6 +56,16 @@ def add_parser(subparsers):
                         help="training steps per compiled call (fewer host round trips on "
                         "accelerators; must divide the steps per epoch and --save-every). "
                         "Default auto: 1 on CPUs and torch, else the largest divisor <= 32")
+    parser.add_argument("--token-labels", default=None, metavar="LABELS",
+                        help="dense teacher labels (made by `keras-spvit label`): train the aux "
+                        "head on them (token labeling; needs a recipe with token_label_weight, "
+                        "e.g. spvit, or --set token_label_weight=1.0)")
+    parser.add_argument("--allow-missing-token-labels", action="store_true",
+                        help="train images without a teacher label on their image label "
+                        "(default: fail naming the first one); they are counted in summary.json")
+    parser.add_argument("--token-label-box", choices=("release", "consistent"), default="release",
+                        help="how the crop box reads the label map: release (the papers' code, "
+                        "which reads it transposed; default) or consistent (the crop's region)")
     parser.add_argument("--save-every", type=positive_int, default=None,
                         help="also back up every N batches (default: every epoch)")
     parser.add_argument("--seed", type=int, default=0)
@@ -95,19 +105,11 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
     Batch `k` of `dataset` is batch `first_batch + k` of the run and its box
     is drawn from `(seed, first_batch + k)`: the same box after a resume.
     """
-    import math
-
     import tensorflow as tf
 
     from keras_spvit.data.augment import mix_token, token_targets
 
-    tokens = model.output["aux_logits"].shape[1]
-    side = math.isqrt(tokens)
-    if side * side != tokens or image_size % side:
-        raise ValueError(
-            f"MixToken needs a square token grid dividing the image; the model has "
-            f"{tokens} tokens for {image_size} px."
-        )
+    side = _token_side(model, image_size)
     patch = image_size // side
     key = tf.constant([seed, 0x70CE2], tf.int64)
 
@@ -115,7 +117,10 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
         # Token targets without a class axis: int32 ids (B, g, g), or for MixUp /
         # CutMix labels (two classes each: smoothing stays in the loss) their
         # top 2 packed (B, g, g, 2, 2); the loss equals the dense one exactly.
-        dense = token_targets(labels, (side, side))
+        if isinstance(labels, dict):  # a token-labeled pipeline: the teacher's targets
+            labels, dense = labels["labels"], labels["token_labels"]
+        else:
+            dense = token_targets(labels, (side, side))
         images, labels, dense = mix_token(
             images, labels, dense, patch_size=patch, num_classes=num_classes,
             seed=tf.random.experimental.stateless_fold_in(key, position),
@@ -126,6 +131,20 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
     return tf.data.Dataset.zip(dataset, positions).map(
         lambda batch, position: mix(*batch, position), num_parallel_calls=tf.data.AUTOTUNE
     )
+
+
+def _token_side(model, image_size):
+    """The side of the model's square token grid (what MixToken and token labels need)."""
+    import math
+
+    tokens = model.output["aux_logits"].shape[1]
+    side = math.isqrt(tokens)
+    if side * side != tokens or image_size % side:
+        raise ValueError(
+            f"Token labels and MixToken need a square token grid dividing the image; the "
+            f"model has {tokens} tokens for {image_size} px."
+        )
+    return side
 
 
 def build_model(args, num_classes, image_size, recipe, dtype="float32"):
@@ -209,9 +228,57 @@ def check_arguments(args):
             f"--num-classes {num_classes}: {args.data!r} has {info['num_classes']} classes. "
             f"Expected at least {info['num_classes']}."
         )
+    token_labels = None
+    if args.token_labels is not None:
+        token_labels = _open_token_labels(args, recipe, num_classes)
+        _check_label_coverage(args, token_labels)
     return {"recipe": recipe, "num_classes": num_classes,
             "class_names": info.get("class_names"), "val_source": val_source,
-            "val_split": val_split}
+            "val_split": val_split, "token_labels": token_labels}
+
+
+def _check_label_coverage(args, labels):
+    """Names the training images without a teacher label, before anything is built."""
+    from keras_spvit.cli.common import UsageError
+    from keras_spvit.data.sources import source_keys
+
+    keys = source_keys(args.data, args.split)
+    if keys is None:  # TFDS: counted while training (summary.json)
+        return
+    missing = [key for key in keys if key not in labels]
+    if not missing:
+        return
+    listed = ", ".join(repr(k) for k in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    what = (f"--token-labels {args.token_labels!r}: no label for {len(missing)} of {len(keys)} "
+            f"training images ({listed})")
+    if not args.allow_missing_token_labels:
+        raise UsageError(f"{what}. Expected labels for every image (keras-spvit label "
+                         "continues an unfinished store), or --allow-missing-token-labels.")
+    print(f"Warning: {what}: they train on their image labels.", file=sys.stderr)
+
+
+def _open_token_labels(args, recipe, num_classes):
+    """The `--token-labels` store, checked against the run (a `UsageError` otherwise)."""
+    from keras_spvit.cli.common import UsageError, user_errors
+    from keras_spvit.data.token_labels import TokenLabels
+
+    flag = f"--token-labels {args.token_labels!r}"
+    with user_errors(flag):
+        labels = TokenLabels.open(args.token_labels)
+    if recipe.token_label_weight is None:
+        raise UsageError(
+            f"{flag}: the recipe {recipe.name!r} trains no aux head. Expected a token-labeling "
+            "recipe (spvit, spvit_l) or --set token_label_weight=1.0."
+        )
+    if labels.num_classes != num_classes:
+        raise UsageError(
+            f"{flag}: the labels have {labels.num_classes} classes; the run has {num_classes}. "
+            "Expected labels made for this data."
+        )
+    if not len(labels):
+        raise UsageError(f"{flag}: the store holds no label yet. Expected a finished "
+                         "`keras-spvit label` run.")
+    return labels
 
 
 def run(args):
@@ -272,6 +339,19 @@ def run(args):
             model = build_model(args, num_classes, args.image_size, recipe, dtype)
         image_size = args.image_size or model.input_shape[1]
         augment = train_augment(recipe, args.seed)
+        token_options, missing = {}, None
+        if plan["token_labels"] is not None:
+            from keras_spvit.data.pipelines import MissingTokenLabels
+
+            missing = MissingTokenLabels()  # shared by the run's pipelines
+            # The pipeline makes the release's targets, smoothing included.
+            token_options = {
+                "token_labels": plan["token_labels"], "token_grid": _token_side(model, image_size),
+                "token_label_smoothing": recipe.label_smoothing,
+                "box_order": args.token_label_box,
+                "allow_missing_labels": args.allow_missing_token_labels,
+                "missing_token_labels": missing,
+            }
 
         def train_fn(input_context=None, start=None):
             # Called once per worker under multi-worker training: each worker
@@ -280,7 +360,7 @@ def run(args):
                 args.data, args.split, image_size=image_size, batch_size=args.batch_size,
                 training=True, augment=augment, num_classes=num_classes, seed=args.seed,
                 data_dir=args.data_dir, input_context=input_context, start=start, **options,
-                **checking,
+                **checking, **token_options,
             )
             if recipe.mix_token and getattr(model, "return_dense", False):
                 first = 0
@@ -332,9 +412,13 @@ def run(args):
                 model, train, val, recipe=recipe, batch_size=args.batch_size, out_dir=args.out,
                 epochs=args.epochs, steps_per_epoch=steps_per_epoch,
                 save_freq=args.save_every or "epoch", jit_compile=jit,
-                steps_per_execution=steps_per_execution, verbose="auto" if args.verbose is None else args.verbose,
+                steps_per_execution=steps_per_execution,
+                label_smoothing=0.0 if plan["token_labels"] is not None else None,
+                verbose="auto" if args.verbose is None else args.verbose,
             )
         summary.update(bad_files.summary())
+        if missing is not None:
+            summary.update(missing.summary())
         if chief:
             write_json(os.path.join(args.out, "summary.json"), summary)
     if not chief:

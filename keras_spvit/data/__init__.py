@@ -17,16 +17,36 @@ from keras_spvit.data.random_erasing import random_erasing
 from keras_spvit.data.train_augment import TrainAugment
 from keras_spvit.data.digits import digits_dataset, digits_split, load_digits
 from keras_spvit.data.pipelines import (
+    MissingTokenLabels,
     array_dataset,
     classification_pipeline,
     image_folder_dataset,
+    image_folder_key,
     list_image_folder,
     tfds_dataset,
+)
+from keras_spvit.data.dense_targets import roi_align, token_label_targets
+from keras_spvit.data.idx import load_fashion_mnist, read_idx
+from keras_spvit.data.token_labels import (
+    TokenLabels,
+    TokenLabelWriter,
+    convert_released_labels,
+    read_released_label,
 )
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MissingTokenLabels",
+    "TokenLabelWriter",
+    "TokenLabels",
+    "convert_released_labels",
+    "image_folder_key",
+    "load_fashion_mnist",
+    "read_idx",
+    "read_released_label",
+    "roi_align",
+    "token_label_targets",
     "RandAugment",
     "TrainAugment",
     "array_dataset",

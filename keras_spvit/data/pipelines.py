@@ -25,6 +25,14 @@ labels too (without smoothing), so the training loss also fits validation.
 Images are float32 `(batch, height, width, 3)`, normalised with `mean`/`std`
 on 0..1 pixels (ImageNet statistics by default, as the models expect).
 
+Token labeling (`token_labels=`, training only): each source element carries
+its key (`image_folder_key`, the array index, the `tfds_id`); the teacher's
+label map is looked up, moved with the image (`TrainAugment.with_label_map`,
+the release's order), and cropped through roi_align into the class target
+and the per-token targets (`keras_spvit.data.dense_targets`); batches are
+`(images, {"labels": (batch, classes), "token_labels": (batch, S_h, S_w,
+M + 1, 2)})`, with the release's label smoothing already applied.
+
 Randomness: each example and each batch gets its own stateless seed, drawn
 in stream order from a generator seeded by `seed`, so two pipelines built
 with the same `seed` yield the same epochs, and each epoch differs from the
@@ -78,6 +86,13 @@ from keras_spvit.data.augment import (
     normalize,
 )
 from keras_spvit.data.decode_errors import DecodeErrors, safe_decode
+from keras_spvit.data.dense_targets import (
+    BOX_ORDERS,
+    TARGET_FORMATS,
+    compact_entries,
+    image_label_targets,
+    token_label_targets,
+)
 from keras_spvit.data.train_augment import TrainAugment
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -250,6 +265,13 @@ def classification_pipeline(
     strict_data=False,
     decode_errors=None,
     num_parallel_calls=tf.data.AUTOTUNE,
+    token_labels=None,
+    token_grid=None,
+    token_label_smoothing=None,
+    box_order="release",
+    token_target_format="compact",
+    allow_missing_labels=False,
+    missing_token_labels=None,
 ):
     """The pipeline shared by every source: augment or evaluate, batch, prefetch.
 
@@ -316,6 +338,37 @@ def classification_pipeline(
             pipelines of one run can share one); default a new one. The
             returned dataset carries it as `.decode_errors`.
         num_parallel_calls: parallelism of the per-example map.
+        token_labels: optional teacher labels for token labeling (training
+            only; evaluation ignores them): an object with `grid`, `k`,
+            `num_classes` and `lookup(key) -> (scores, ids, found)`, such as
+            `keras_spvit.data.token_labels.TokenLabels`. The source's
+            elements are then `(x, label, key)` (the sources of this module
+            add the keys: an image's relative path without extension, an
+            array index, a `tfds_id`). Each example is augmented with its
+            label map as the release does (`TrainAugment.with_label_map`:
+            flip, RandAugment moving the map, crop box recorded; always per
+            image, `batch_rand_augment` is not used) and batches are
+            `(images, {"labels": (batch, classes) float32 class target,
+            "token_labels": per-token target})`, built by
+            `dense_targets.token_label_targets`. MixUp / CutMix are not
+            supported with them (the recipes mix tokens with MixToken).
+        token_grid: int or `(S_h, S_w)`: the model's token grid (needed with
+            `token_labels`; 14 at 224 px with 16 px patches).
+        token_label_smoothing: float in [0, 1): the targets' label smoothing
+            (`target * on + off` as the release). Default: the augmentation's
+            `label_smoothing`. Compile the losses without smoothing then.
+        box_order: `"release"` (default: the released code's transposed box,
+            what the papers' numbers were trained with) or `"consistent"`
+            (see `keras_spvit.data.dense_targets`).
+        token_target_format: `"compact"` (default, `(batch, S_h, S_w, M + 1,
+            2)` exact packed form, independent of the class count) or
+            `"dense"` (`(batch, S_h, S_w, classes)`).
+        allow_missing_labels: bool. An example whose key has no teacher label
+            trains on its image label (smoothed one-hot, in both targets) and
+            is recorded in `missing_token_labels`. Default `False`: the
+            pipeline fails with an error naming the key.
+        missing_token_labels: optional `MissingTokenLabels` registry (default
+            a new one), available as the dataset's `missing_token_labels`.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches.
@@ -337,6 +390,8 @@ def classification_pipeline(
         )
     if training and augment is None:
         augment = TrainAugment()
+    if training and token_labels is not None and num_classes is None:
+        num_classes = getattr(token_labels, "num_classes", None)
     if one_hot is None:
         one_hot = augment is not None and augment.needs_one_hot
     elif training and not one_hot and augment.needs_one_hot:
@@ -367,6 +422,13 @@ def classification_pipeline(
         )
     if start is not None:
         start = _check_start(start, training, presharded)
+    token_mode = training and token_labels is not None
+    missing = missing_token_labels if missing_token_labels is not None else MissingTokenLabels()
+    if token_mode:
+        num_classes, token_grid, token_label_smoothing, entries = _check_token_labels(
+            token_labels, num_classes, token_grid, token_label_smoothing, box_order,
+            token_target_format, allow_missing_labels, augment,
+        )
     seed = _resolve_seed(seed)
     pipeline_id, num_pipelines, global_batch = 0, 1, batch_size
     if input_context is not None:
@@ -396,6 +458,9 @@ def classification_pipeline(
         image = x if checked or decode is None else decode(x)
         return (_to_rgb(tf.convert_to_tensor(image)), tf.cast(label, tf.int32), *ok)
 
+    def prepare_keyed(x, label, key, *ok):
+        return (*prepare(x, label), key, *ok)
+
     if training:
         # Without a cache, decoding waits until after the shuffle, in the parallel map.
         # A positioned stream permutes the source itself: decoded images are
@@ -404,9 +469,15 @@ def classification_pipeline(
         if decoded:
             if checked:
                 dataset = safely_decoded(dataset)
-            dataset = _cache(dataset.map(prepare, num_parallel_calls=num_parallel_calls), cache)
+            dataset = _cache(
+                dataset.map(prepare_keyed if token_mode else prepare,
+                            num_parallel_calls=num_parallel_calls),
+                cache,
+            )
 
         def reorder(x, label, *rest):
+            if token_mode:  # `(x, label, key, [ok,] seed)` -> `(x, label, key, seed, [ok])`
+                return (x, label, rest[0], rest[-1], *rest[1:-1])
             # `(x, label, [ok,] seed)` -> `(x, label, seed, [ok])`
             return (x, label, rest[-1], *rest[:-1])
 
@@ -427,6 +498,17 @@ def classification_pipeline(
         def finish_batch(pixels, draws, seeds, labels):
             return augment.finish_batch(pixels, draws, seeds, mean, std), labels
 
+        def token_example(x, label, key, example_seed, *ok):
+            if not decoded:
+                x, label = prepare(x, label)
+            image, targets = _token_label_example(
+                x, label, key, example_seed, token_labels, augment, image_size, mean, std,
+                num_classes=num_classes, grid=token_grid, smoothing=token_label_smoothing,
+                box_order=box_order, target_format=token_target_format, entries=entries,
+                allow_missing=allow_missing_labels, missing=missing,
+            )
+            return (image, targets, *ok)
+
         if start is not None:
             dataset, steps_per_epoch = _position_stream(
                 dataset, seed, start, global_batch, num_pipelines if share else 1, pipeline_id,
@@ -442,7 +524,9 @@ def classification_pipeline(
             dataset = safely_decoded(dataset)  # (image, label, seed, ok)
         elif checked:
             dataset = dataset.map(reorder)  # decoded before the seeds were added
-        if augment.batches_rand_augment:
+        if token_mode:
+            dataset = dataset.map(token_example, num_parallel_calls=num_parallel_calls)
+        elif augment.batches_rand_augment:
             dataset = dataset.map(crop_example, num_parallel_calls=num_parallel_calls)
         else:
             dataset = dataset.map(train_example, num_parallel_calls=num_parallel_calls)
@@ -464,7 +548,7 @@ def classification_pipeline(
         # The length stays known (Keras counts steps with it; a filter would
         # make every validation warn that the data ran out).
         dataset = dataset.map(_replace_bad, num_parallel_calls=num_parallel_calls)
-    if training and augment.batches_rand_augment:
+    if training and augment.batches_rand_augment and not token_mode:
         dataset = dataset.map(finish_batch, num_parallel_calls=num_parallel_calls)
     if training and start is None and tf.executing_eagerly() and int(dataset.cardinality()) == 0:
         raise ValueError(
@@ -472,7 +556,9 @@ def classification_pipeline(
             f"dropped. Received: batch_size={batch_size}"
         )
 
-    if training and augment.needs_one_hot:
+    if token_mode:
+        pass  # the targets are made per example
+    elif training and augment.needs_one_hot:
 
         def mix(images, labels, batch_seed):
             return augment.mix_batch(images, labels, num_classes, batch_seed)
@@ -501,7 +587,145 @@ def classification_pipeline(
     options.experimental_distribute.auto_shard_policy = _SHARD_POLICIES[shard_policy]
     dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
     dataset.decode_errors = errors
+    if token_mode:
+        dataset.missing_token_labels = missing
     return dataset
+
+
+# === Token labels ===
+
+
+class MissingTokenLabels(DecodeErrors):
+    """The keys a token-labeled pipeline found no teacher label for.
+
+    Filled when `allow_missing_labels=True` (those examples train on their
+    image label); `paths` lists the distinct keys, `count` every miss
+    (repeats over epochs included).
+
+    Example:
+
+    >>> train = array_dataset(x, y, image_size=32, batch_size=8, training=True,
+    ...                       token_labels=labels, token_grid=8, allow_missing_labels=True)
+    >>> for _ in train: pass
+    >>> train.missing_token_labels.paths, train.missing_token_labels.count
+    """
+
+    def summary(self):
+        """JSON-ready `{"missing_token_labels": [...], "missing_token_label_count": n, ...}`."""
+        keys = self.paths
+        return {
+            "missing_token_labels": keys,
+            "missing_token_label_count": len(keys),
+            "missing_token_label_lookups": self.count,
+        }
+
+    def __repr__(self):
+        return f"MissingTokenLabels(keys={self.paths!r}, count={self.count})"
+
+
+def _check_token_labels(token_labels, num_classes, token_grid, smoothing, box_order,
+                        target_format, allow_missing, augment):
+    for name in ("grid", "k", "num_classes", "lookup"):
+        if not hasattr(token_labels, name):
+            raise ValueError(
+                "Expected `token_labels` with grid, k, num_classes and lookup (e.g. "
+                f"TokenLabels.open(path)). Received: token_labels={token_labels!r} without `{name}`"
+            )
+    if num_classes is None:
+        num_classes = int(token_labels.num_classes)
+    if num_classes != token_labels.num_classes:
+        raise ValueError(
+            f"The token labels have {token_labels.num_classes} classes; the model "
+            f"{num_classes}. Received: num_classes={num_classes!r}"
+        )
+    if token_grid is None:
+        raise ValueError(
+            "Token labels need the model's token grid. Received: token_grid=None "
+            "(e.g. token_grid=14 at 224 px with 16 px patches)"
+        )
+    token_grid = _pair(token_grid, "token_grid")
+    if smoothing is None:
+        smoothing = augment.label_smoothing
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+        raise ValueError(
+            f"Expected `token_label_smoothing` in [0, 1). Received: token_label_smoothing={smoothing!r}"
+        )
+    if box_order not in BOX_ORDERS:
+        raise ValueError(f"Expected `box_order` in {list(BOX_ORDERS)}. Received: box_order={box_order!r}")
+    if target_format not in TARGET_FORMATS:
+        raise ValueError(
+            f"Expected `token_target_format` in {list(TARGET_FORMATS)}. "
+            f"Received: token_target_format={target_format!r}"
+        )
+    if not isinstance(allow_missing, bool):
+        raise ValueError(
+            f"Expected `allow_missing_labels` to be True or False. Received: {allow_missing!r}"
+        )
+    if augment.mixes:
+        raise ValueError(
+            "MixUp / CutMix do not mix token-label targets here (the recipes use MixToken). "
+            f"Received: augment={augment!r}"
+        )
+    if augment._keras_randaugment is not None:
+        raise ValueError(
+            "Keras' RandAugment layer cannot move the label map; use a policy string. "
+            f"Received: randaugment={augment.randaugment!r}"
+        )
+    entries = compact_entries(tuple(token_labels.grid), int(token_labels.k), token_grid)
+    return num_classes, token_grid, float(smoothing), entries
+
+
+def _token_label_example(x, label, key, seed, token_labels, augment, image_size, mean, std, *,
+                         num_classes, grid, smoothing, box_order, target_format, entries,
+                         allow_missing, missing):
+    """One example's image and `{"labels", "token_labels"}` targets."""
+    k = int(token_labels.k)
+    map_shape = tuple(token_labels.grid) + (k,)
+    scores, ids, found = token_labels.lookup(key)
+    scores = tf.ensure_shape(tf.cast(scores, tf.float32), map_shape)
+    ids = tf.ensure_shape(tf.cast(ids, tf.int32), map_shape)
+    # Scores and class ids move as one map (ids are exact in float32).
+    label_map = tf.concat([scores, tf.cast(ids, tf.float32)], axis=-1)
+    image, label_map, box = augment.with_label_map(x, label_map, image_size, seed)
+    image = augment.erase(normalize(image, mean, std), seed)
+    class_target, token_target = token_label_targets(
+        label_map[..., :k], tf.cast(label_map[..., k:], tf.int32), box,
+        num_classes=num_classes, grid=grid, smoothing=smoothing, box_order=box_order,
+        target_format=target_format,
+    )
+    found = tf.reshape(found, ())
+    if allow_missing:
+
+        def record(name):
+            missing.add(name.numpy(), "no token label")
+            return False
+
+        checked = tf.cond(
+            found,
+            lambda: tf.constant(True),
+            lambda: tf.py_function(record, [key], tf.bool),
+        )
+        if target_format == "compact":
+            fallback = image_label_targets(
+                label, num_classes=num_classes, grid=grid, entries=entries, smoothing=smoothing
+            )
+        else:
+            one_hot = image_label_targets(
+                label, num_classes=num_classes, grid=1, entries=2, smoothing=smoothing
+            )[0]
+            fallback = (one_hot, tf.broadcast_to(one_hot, (*grid, num_classes)))
+        with tf.control_dependencies([checked]):
+            class_target = tf.where(found, class_target, fallback[0])
+            token_target = tf.where(found, token_target, fallback[1])
+    else:
+        check = tf.debugging.Assert(
+            found,
+            ["No token label for key", key,
+             "(pass allow_missing_labels=True to train such examples on their image label)"],
+        )
+        with tf.control_dependencies([check]):
+            class_target = tf.identity(class_target)
+    return image, {"labels": class_target, "token_labels": token_target}
 
 
 def _replace_bad(*batch):
@@ -626,6 +850,13 @@ def tfds_dataset(
         def example(features):
             return features[image_key], features[label_key]
 
+    keyed = training and options.get("token_labels") is not None
+    if keyed:
+        unkeyed = example
+
+        def example(features):  # the record's `tfds_id` is its token-label key
+            return (*unkeyed(features), features["tfds_id"])
+
     class_names = None
     if isinstance(label_feature, tfds.features.ClassLabel):
         class_names = list(label_feature.names)
@@ -639,7 +870,8 @@ def tfds_dataset(
         download=download,
         decoders=decoders,
         read_config=tfds.ReadConfig(
-            shuffle_seed=seed, input_context=input_context, add_tfds_id=decode is not None
+            shuffle_seed=seed, input_context=input_context,
+            add_tfds_id=decode is not None or keyed,
         ),
     ).map(example)
     try:
@@ -729,6 +961,24 @@ def list_image_folder(root, class_names=None):
     return paths, labels, class_names
 
 
+def image_folder_key(path, root):
+    """An image's token-label key: its path under `root`, POSIX separators, no extension.
+
+    The key of the released labels' layout `<root>/<class>/<stem>.pt`.
+
+    Args:
+        path: path-like. The image file.
+        root: path-like. The image folder's root.
+
+    Example:
+
+    >>> image_folder_key("/data/train/n01440764/n01440764_10026.JPEG", "/data/train")
+    'n01440764/n01440764_10026'
+    """
+    relative = os.path.relpath(os.fspath(path), os.fspath(root))
+    return os.path.splitext(relative)[0].replace(os.sep, "/")
+
+
 def _read_image(path):
     # channels=3 turns grey into RGB and drops alpha; GIFs give their first frame.
     return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -792,7 +1042,12 @@ def image_folder_dataset(
     >>> val.class_names[:2]
     """
     paths, labels, class_names = list_image_folder(root, class_names)
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training and options.get("token_labels") is not None:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (paths, labels, [image_folder_key(p, root) for p in paths])
+        )
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = classification_pipeline(
         dataset,
         image_size=image_size,
@@ -822,6 +1077,7 @@ def array_dataset(
     seed=None,
     input_context=None,
     shuffle_buffer=None,
+    first_index=0,
     **options,
 ):
     """In-memory numpy images through `classification_pipeline`.
@@ -844,6 +1100,9 @@ def array_dataset(
             this input pipeline's share of the shuffled examples, batched per
             replica.
         shuffle_buffer: int. Defaults to the number of examples.
+        first_index: int. The index of `images[0]` in its split, when the
+            arrays are a slice of it: token-label keys are the split's
+            indices (`"first_index + i"`).
         **options: other `classification_pipeline` arguments.
 
     Returns:
@@ -892,7 +1151,12 @@ def array_dataset(
             f"Expected labels in [0, num_classes). Received: labels in "
             f"[{labels.min()}, {labels.max()}], num_classes={num_classes}"
         )
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    if training and options.get("token_labels") is not None:
+        # Token-label keys: the example's index in its split (`"0"`, `"1437"`).
+        keys = np.array([str(first_index + i) for i in range(len(images))])
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), keys))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
     return classification_pipeline(
         dataset,
         image_size=image_size,

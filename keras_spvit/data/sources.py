@@ -225,6 +225,63 @@ def _npz_arrays(path):
         return data["images"], data["labels"].astype("int32")
 
 
+ARRAY_KINDS = ("digits", "npz", "fashion_mnist", "idx")
+
+
+def source_arrays(source, split, data_dir=None):
+    """The in-memory sources' images and labels for a split, and where they start.
+
+    Args:
+        source: `digits`, `fashion_mnist`, `npz:PATH` or `idx:PATH`.
+        split: see `source_dataset` (`npz:` has one split and ignores it).
+        data_dir: TFDS data directory (Fashion-MNIST's third place).
+
+    Returns:
+        `(images, labels, first_index)`: uint8 images `(n, h, w[, c])`, int32
+        labels and the index of `images[0]` in its split (non-zero for a
+        sliced split such as `train[100:]`): token-label keys count from it.
+
+    Example:
+
+    >>> images, labels, first = source_arrays("fashion_mnist", "test[100:200]")
+    >>> first
+    100
+    """
+    kind, value = parse_source(source)
+    if kind == "digits":
+        images, labels = digits_uint8(split)
+        return images, labels, 0
+    if kind == "npz":
+        images, labels = _npz_arrays(value)
+        return images, labels, 0
+    if kind not in ("fashion_mnist", "idx"):
+        raise ValueError(f"{source!r} is not an in-memory source. Expected one of {ARRAY_KINDS}.")
+    name, part = parse_split(split, idx.IDX_SPLITS, source)
+    if kind == "fashion_mnist":
+        images, labels = idx.load_fashion_mnist(name, data_dir)
+    else:
+        images, labels = idx.load_idx_split(value, name)
+    first = part.indices(len(labels))[0]
+    images, labels = images[part], labels[part]
+    if not len(labels):
+        raise SourceError(f"--split {split!r} of {source!r} selects no example.")
+    return images, labels, first
+
+
+def source_keys(source, split):
+    """The token-label keys of a source's split (`keras_spvit.data.pipelines`), or
+    `None` for TFDS (its record ids are known only by reading it)."""
+    kind, value = parse_source(source)
+    if kind in ARRAY_KINDS:
+        _, labels, first = source_arrays(source, split)
+        return [str(first + i) for i in range(len(labels))]
+    if kind == "folder":
+        from keras_spvit.data.pipelines import image_folder_key, list_image_folder
+
+        return [image_folder_key(path, value) for path in list_image_folder(value)[0]]
+    return None
+
+
 def source_info(source, data_dir=None):
     """`{"num_classes", "class_names"}` of a source, without reading its images."""
     kind, value = parse_source(source)
@@ -294,18 +351,11 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         for key, option in source_preprocessing(source).items():
             options.setdefault(key, option)
         options.setdefault("cache", True)
-        name, part = parse_split(split, idx.IDX_SPLITS, source)
-        if kind == "fashion_mnist":
-            images, labels = idx.load_fashion_mnist(name, data_dir)
-        else:
-            images, labels = idx.load_idx_split(value, name)
-        images, labels = images[part], labels[part]
-        if not len(labels):
-            raise SourceError(f"--split {split!r} of {source!r} selects no example.")
+        images, labels, first = source_arrays(source, split, data_dir)
         info = source_info(source)
         classes = num_classes or info["num_classes"]
-        dataset = pipelines.array_dataset(images, labels, num_classes=classes, **common,
-                                          **options)
+        dataset = pipelines.array_dataset(images, labels, num_classes=classes, first_index=first,
+                                          **common, **options)
         return dataset, {"num_classes": classes, "class_names": info["class_names"]}
     if kind == "npz":
         images, labels = _npz_arrays(value)

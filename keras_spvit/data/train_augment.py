@@ -20,10 +20,13 @@ from keras_spvit.data.augment import (
     _pair,
     _probability,
     _range,
+    _resize,
     _split,
     as_seed,
     color_jitter,
     random_resized_crop,
+    sample_crop_box,
+    to_float_image,
 )
 from keras_spvit.data.rand_augment import RandAugment, quantize
 from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
@@ -96,6 +99,10 @@ class TrainAugment:
     one-hot labels with label smoothing, then with probability `mix_prob`
     either Keras `CutMix` (probability `switch_prob`, timm's
     `mixup_switch_prob`) or Keras `MixUp`.
+
+    With a teacher's label map (token labeling), `with_label_map` runs the
+    released SP-ViT / LV-ViT order instead: flip and RandAugment move the
+    map with the image, the random resized crop only records its box.
 
     Labels: with `mixup_alpha`, `cutmix_alpha` or `label_smoothing` set
     (`needs_one_hot`), batches carry one-hot float32 labels `(batch,
@@ -365,6 +372,87 @@ class TrainAugment:
         if self._keras_erasing is not None:
             image = self._keras_erasing(image[None], training=True)[0]
         return tf.ensure_shape(image, (*size, image.shape[-1]))
+
+    def with_label_map(self, image, label_map, size, seed=None):
+        """Augments one image and its teacher label map together, in the release's order.
+
+        Token labeling's per-image steps (the released SP-ViT / LV-ViT
+        `label_transforms_factory`): horizontal flip of the image and the
+        map; colour jitter (image only, if set); RandAugment on the whole
+        image, its geometric operations (Rotate, shears, relative
+        translations) moving the map with the same parameters,
+        nearest-neighbour on the map's own grid, fill 0; then the random
+        resized crop of the image, whose box is only recorded, normalised by
+        the image's height and width (`dense_targets.token_label_targets`
+        crops the map with it through roi_align). Random erasing stays with
+        `erase`, after normalisation. The draws come from the same streams
+        of `seed` as `__call__` (crop, flip, jitter, RandAugment), so the
+        same seed gives the same crop box and flip, though the image differs
+        (`__call__` runs RandAugment after the crop).
+
+        Args:
+            image: `(height, width, 3)` uint8 or float image in [0, 1].
+            label_map: `(h, w)` or `(h, w, channels)` map of any dtype on its
+                own grid, e.g. the teacher's top-k scores and class ids
+                stacked on the channel axis (class ids ride exactly through
+                float32 up to 2**24).
+            size: int or `(height, width)`. Output image size.
+            seed: the example's seed.
+
+        Returns:
+            `(image, label_map, box)`: float32 `(*size, 3)` in [0, 1], the
+            moved map (same shape and dtype), and float32 `(4,)`
+            `(top, left, height, width)` of the crop over the image's height
+            and width.
+
+        Example:
+
+        >>> augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1")
+        >>> image, label_map, box = augment.with_label_map(
+        ...     tf.zeros((40, 60, 3), "uint8"), tf.zeros((6, 6, 10)), 32, seed=[0, 1])
+        """
+        if self._keras_randaugment is not None:
+            raise ValueError(
+                "Keras' RandAugment layer cannot move a label map; use a policy string or a "
+                f"keras_spvit RandAugment. Received: randaugment={self.randaugment!r}"
+            )
+        size = _pair(size, "size")
+        crop_seed, flip_seed, jitter_seed = _split(seed, 3)
+        image = to_float_image(image)
+        label_map = tf.convert_to_tensor(label_map)
+        if label_map.shape.rank not in (2, 3):
+            raise ValueError(
+                "Expected a label map (h, w) or (h, w, channels). "
+                f"Received: label_map.shape={label_map.shape}"
+            )
+        map_shape = label_map.shape
+        if self.hflip:
+            flip = tf.random.stateless_uniform((), flip_seed) < self.hflip
+            image, label_map = tf.cond(
+                flip,
+                lambda: (tf.reverse(image, axis=[1]), tf.reverse(label_map, axis=[1])),
+                lambda: (image, label_map),
+            )
+        if self.color_jitter is not None:
+            image = color_jitter(image, *self.color_jitter, seed=jitter_seed)
+        if self._rand_augment is not None:
+            image, label_map = self._rand_augment(image, _fold(seed, 1), label_map=label_map)
+        shape = tf.shape(image)
+        top, left, crop_h, crop_w = sample_crop_box(
+            shape[0], shape[1], self.scale, self.ratio, crop_seed
+        )
+        crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
+        crop = _resize(crop, size, self.interpolation)
+        if self._keras_erasing is not None:
+            crop = self._keras_erasing(crop[None], training=True)[0]
+        box = tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.float32) / tf.cast(
+            tf.stack([shape[0], shape[1], shape[0], shape[1]]), tf.float32
+        )
+        return (
+            tf.ensure_shape(crop, (*size, image.shape[-1])),
+            tf.ensure_shape(label_map, map_shape),
+            box,
+        )
 
     def example(self, image, size, seed=None):
         """The per-example half of `__call__` when RandAugment runs per batch.

@@ -371,3 +371,114 @@ def distribute_input(dataset_fn):
             )
             return dataset_fn(input_context=context)
     return dataset_fn(input_context=None)
+
+
+def _replicas_and_processes(strategy=None):
+    """`(replicas in sync, processes)` of the current data parallel setup."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if strategy is None and tf.distribute.has_strategy():
+            strategy = tf.distribute.get_strategy()
+        if strategy is None:
+            return 1, 1
+        return strategy.num_replicas_in_sync, _tf_num_workers(strategy)
+    if backend == "jax":
+        import jax
+
+        distribution = keras.distribution.distribution()
+        if distribution is None:
+            return 1, jax.process_count()
+        devices = getattr(distribution, "device_mesh", None)
+        replicas = devices.devices.size if devices is not None else jax.device_count()
+        return int(replicas), jax.process_count()
+    return 1, 1
+
+
+def count_examples(dataset):
+    """Examples in a finite batched dataset of `(x, y)` (one pass, labels only kept)."""
+    import tensorflow as tf
+
+    def size(count, batch):
+        leaf = tf.nest.flatten(batch[1])[0]
+        return count + tf.cast(tf.shape(leaf)[0], tf.int64)
+
+    return int(dataset.reduce(tf.constant(0, tf.int64), size))
+
+
+def evaluation_input(dataset, global_batch, num_examples=None, strategy=None):
+    """Validation batches every replica and process can share: padded and masked.
+
+    With one replica `dataset` is returned unchanged. Over several replicas a
+    last batch smaller than `global_batch` cannot be split evenly (JAX fails
+    on it; across processes a worker without a batch waits forever in the
+    collectives). Each batch is therefore padded to `global_batch` with
+    zero rows carrying sample weight 0, and every real example gets the
+    weight `padded / real` (the same for all): Keras averages a batch's
+    weighted loss over the whole batch and weighs batches by their size, so
+    the validation loss and accuracy come out exactly those of the real
+    examples. Under JAX multi-process each process then keeps its rows of
+    every global batch (`distribute_input`'s convention).
+
+    Args:
+        dataset: finite `tf.data.Dataset` of `(x, y)` batches of
+            `global_batch` (the last one may be smaller).
+        global_batch: int. The batch size, a multiple of the replicas.
+        num_examples: optional int, the examples in `dataset`; counted with
+            one pass over it when not given (or not carried by the dataset as
+            `num_examples`).
+        strategy: the model's `tf.distribute` strategy (TensorFlow), when
+            this runs outside its scope.
+
+    Returns:
+        A dataset of `(x, y, sample_weight)` batches, or `dataset`.
+
+    Example:
+
+    >>> with data_parallel("mirrored"):
+    ...     val = evaluation_input(val, 256)
+    """
+    import tensorflow as tf
+
+    replicas, processes = _replicas_and_processes(strategy)
+    if replicas <= 1 and processes <= 1:
+        return dataset
+    if global_batch % max(replicas, processes):
+        raise ValueError(
+            f"Expected a batch size divisible by the {replicas} replicas. "
+            f"Received: batch_size={global_batch}"
+        )
+    if num_examples is None:
+        num_examples = getattr(dataset, "num_examples", None)
+    if num_examples is None:
+        num_examples = count_examples(dataset)
+    batches = -(-num_examples // global_batch)
+    if num_examples < 1:
+        raise ValueError("The validation data holds no example.")
+    scale = batches * global_batch / num_examples
+
+    def pad(x, y):
+        rows = tf.shape(tf.nest.flatten(x)[0])[0]
+        missing = global_batch - rows
+
+        def pad_rows(t):
+            t = tf.pad(t, [[0, missing]] + [[0, 0]] * (t.shape.rank - 1))
+            return tf.ensure_shape(t, [global_batch] + t.shape.as_list()[1:])
+
+        weights = tf.concat([tf.fill([rows], tf.constant(scale, tf.float32)),
+                             tf.zeros([missing], tf.float32)], 0)
+        return (tf.nest.map_structure(pad_rows, x), tf.nest.map_structure(pad_rows, y),
+                tf.ensure_shape(weights, [global_batch]))
+
+    padded = dataset.map(pad)
+    if keras.backend.backend() == "jax" and processes > 1:
+        import jax
+
+        share, index = global_batch // processes, jax.process_index()
+
+        def rows_of_process(*batch):
+            return tf.nest.map_structure(lambda t: t[index * share:(index + 1) * share], batch)
+
+        padded = padded.map(rows_of_process)
+    return padded.prefetch(tf.data.AUTOTUNE)

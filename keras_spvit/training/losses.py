@@ -17,7 +17,11 @@ the loss of the `"aux_logits"` output of a classifier built with
   `(batch, tokens, k)` tensors, or, as one tensor that `fit` can carry for
   one output, `(batch, grid_h, grid_w, k, 2)` floats from `pack_top_k`
   (value then class id on the last axis; class ids are exact in float32 up
-  to 2**24).
+  to 2**24). A class id of -1 means "every class": its value is added to
+  all classes' targets. `keras_spvit.data.dense_targets` writes the
+  teacher's dense per-token distributions this way, exactly, as
+  `(batch, grid_h, grid_w, M + 1, 2)` (a background value for every class,
+  then the few classes the teacher's aligned top-k touch).
 
 Token ids and top-k are the memory-light forms: per 1,024-image batch at
 224 px (14 x 14 tokens, 1,000 classes) dense float32 targets take 803 MB,
@@ -158,7 +162,12 @@ class TokenLabelCrossEntropy(SoftTargetCrossEntropy):
         values = ops.reshape(ops.cast(values, "float32"), (batch, -1, k))
         indices = ops.reshape(ops.cast(indices, "int32"), (batch, -1, k))
         _check_tokens(values.shape[1], log_probs.shape[1])
-        target = ops.sum(values * ops.take_along_axis(log_probs, indices, axis=-1), axis=-1)
+        picked = ops.take_along_axis(log_probs, ops.maximum(indices, 0), axis=-1)
+        # Class id -1 stands for every class (the compact dense targets'
+        # background value): `value * sum_c log p_c`.
+        every = ops.sum(log_probs, axis=-1, keepdims=True)
+        picked = ops.where(indices < 0, every, picked)
+        target = ops.sum(values * picked, axis=-1)
         return self._mean_loss(target, log_probs)
 
     def _mean_loss(self, target, log_probs):

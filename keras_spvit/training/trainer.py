@@ -32,7 +32,7 @@ import time
 import keras
 
 from keras_spvit.training.callbacks import SwapEMAWeights, Throughput
-from keras_spvit.training.distribution import local_replicas, worker
+from keras_spvit.training.distribution import evaluation_input, local_replicas, worker
 from keras_spvit.training.hardware import check_steps_per_execution
 from keras_spvit.training.losses import SoftTargetCrossEntropy, TokenLabelCrossEntropy
 from keras_spvit.training.optimizers import (
@@ -70,22 +70,33 @@ def dense_targets(labels, token_labels=None):
 
 def for_model(dataset, model):
     """Maps `(images, labels)` or `(images, {"labels", "token_labels"})` to the
-    targets `model` trains on."""
+    targets `model` trains on (a third element, sample weights, is kept)."""
     import tensorflow as tf
 
-    def to_targets(images, y):
+    def targets(y):
         if isinstance(y, dict) and "labels" not in y:
-            return images, y  # already the model's targets
+            return y  # already the model's targets
         if isinstance(y, dict):
             labels = y["labels"]
             if returns_dense(model):
-                return images, dense_targets(labels, y.get("token_labels"))
-            return images, labels
-        return images, dense_targets(y) if returns_dense(model) else y
+                return dense_targets(labels, y.get("token_labels"))
+            return labels
+        return dense_targets(y) if returns_dense(model) else y
+
+    def to_targets(images, y, *sample_weight):
+        return (images, targets(y), *sample_weight)
 
     # Look-ahead after the last map: the next batches are ready (and, under a
     # strategy, copied to the devices) while a step runs.
     return dataset.map(to_targets).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_distributed(dataset):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(dataset, tf.distribute.DistributedDataset)
 
 
 def _for_model(dataset, model):
@@ -143,7 +154,7 @@ def _uses_float16(model):
 
 
 def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=None,
-                         jit_compile="auto", steps_per_execution=1):
+                         jit_compile="auto", steps_per_execution=1, label_smoothing=None):
     """Compiles `model` with the recipe's optimizer and losses.
 
     A `return_dense=True` classifier trains `class_logits` and, weighted by
@@ -161,6 +172,9 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
         jit_compile: passed to `model.compile`.
         steps_per_execution: int. Passed to `model.compile` (see
             `hardware.check_steps_per_execution`).
+        label_smoothing: optional float overriding the recipe's in the
+            losses: `0.0` for targets that come smoothed (token-label
+            pipelines apply the release's smoothing themselves).
 
     Returns:
         The model, compiled.
@@ -175,23 +189,25 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
     if _uses_float16(model):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     accuracy = keras.metrics.MeanMetricWrapper(top1_accuracy, name="accuracy")
+    smoothing = recipe.label_smoothing if label_smoothing is None else label_smoothing
     if returns_dense(model):
         weight = 1.0 if recipe.token_label_weight is None else recipe.token_label_weight
         loss = {
-            "class_logits": SoftTargetCrossEntropy(recipe.label_smoothing),
-            "aux_logits": TokenLabelCrossEntropy(recipe.label_smoothing),
+            "class_logits": SoftTargetCrossEntropy(smoothing),
+            "aux_logits": TokenLabelCrossEntropy(smoothing),
         }
         loss_weights = {"class_logits": 1.0, "aux_logits": weight}
         metrics = {"logits": [accuracy]}
     else:
-        loss = SoftTargetCrossEntropy(recipe.label_smoothing)
+        loss = SoftTargetCrossEntropy(smoothing)
         loss_weights = None
         metrics = [accuracy]
     model.compile(
         optimizer=optimizer,
         loss=loss,
         loss_weights=loss_weights,
-        metrics=metrics,
+        # Weighted: padded validation rows (`evaluation_input`) carry weight 0.
+        weighted_metrics=metrics,
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -237,6 +253,7 @@ def fit(
     verbose="auto",
     compile=True,
     steps_per_execution=1,
+    label_smoothing=None,
 ):
     """Trains `model` on `tf.data` input with a recipe, resumably.
 
@@ -277,6 +294,9 @@ def fit(
         steps_per_execution: int. Training steps per compiled call: it
             must divide `steps_per_epoch` and an int `save_freq` (`1` on
             torch); more saves host round trips on accelerators.
+        label_smoothing: optional float overriding the recipe's in the
+            losses (`0.0` for a token-label pipeline's targets, smoothed
+            already).
 
     Returns:
         A dict summary: accuracies, loss, images/s, seconds, file paths.
@@ -314,6 +334,7 @@ def fit(
         compile_for_training(
             model, recipe, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             epochs=epochs, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
+            label_smoothing=label_smoothing,
         )
     # Every worker resumes from the chief's backup; the others write theirs
     # (and everything else) aside.
@@ -334,6 +355,9 @@ def fit(
         # epoch is `steps - batch` batches of a fresh pass.
         return train_data.skip(batch) if batch else train_data
 
+    if val_data is not None and not _is_distributed(val_data):
+        # Several replicas: full batches, the padding masked (exact metrics).
+        val_data = evaluation_input(val_data, batch_size, strategy=_tf_strategy(model))
     val_data = _for_model(val_data, model) if val_data is not None else None
     throughput = Throughput(batch_size)
     extra = [

@@ -7,7 +7,7 @@ and JAX the `KERAS_DISTRIBUTION_*` variables of `keras.distribution.initialize()
 (one CPU device per process); with one port the run is a single process. It
 trains a tiny SP-ViT for 2 epochs of 4 steps (global batch 8) on a position
 stream of random images read through `distribute_input`, backing up every 2
-steps. `--kill-at N` SIGKILLs the process after optimizer step N (every worker
+steps, validating on 11 images (a last batch of 3). `--kill-at N` SIGKILLs the process after optimizer step N (every worker
 does: a crash of the job). A finished run writes OUT/../final_TASK.npz: the
 weights and the step count.
 """
@@ -19,6 +19,7 @@ import signal
 import sys
 
 EPOCHS, STEPS, BATCH = 2, 4, 8
+VAL = 11  # validation examples: a last batch of 3, which 2 replicas cannot split evenly
 
 
 def main():
@@ -54,6 +55,10 @@ def main():
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (STEPS * BATCH, 16, 16, 3), dtype=np.uint8)
         labels = rng.integers(0, 4, STEPS * BATCH).astype("int32")
+        val_images = rng.integers(0, 256, (VAL, 16, 16, 3), dtype=np.uint8)
+        val_labels = rng.integers(0, 4, VAL).astype("int32")
+        val = array_dataset(val_images, val_labels, image_size=16, batch_size=BATCH,
+                            training=False, num_classes=4)
         model = keras_spvit.SPViT(
             num_classes=4, image_shape=(16, 16, 3), embed_dim=16, depth=2, num_heads=2,
             spatial_prior_blocks=1, stem="patch", patch_size=4,
@@ -75,7 +80,7 @@ def main():
                     os.kill(os.getpid(), signal.SIGKILL)
 
         summary = fit(
-            model, stream, recipe="digits", batch_size=BATCH, out_dir=args.out, epochs=EPOCHS,
+            model, stream, val, recipe="digits", batch_size=BATCH, out_dir=args.out, epochs=EPOCHS,
             steps_per_epoch=STEPS, save_freq=2, verbose=0,
             # TensorFlow compiles for longer than these 8 steps last on a CPU.
             jit_compile=backend == "jax",

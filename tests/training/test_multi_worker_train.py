@@ -53,9 +53,9 @@ def _wait(procs):
     return [(p.returncode, o, e, p.pid) for p, (o, e) in zip(procs, outputs)]
 
 
-def _losses(run):
+def _losses(run, key="loss"):
     with open(run / "log.csv") as f:
-        return [(int(row["epoch"]), float(row["loss"])) for row in csv.DictReader(f)]
+        return [(int(row["epoch"]), float(row[key])) for row in csv.DictReader(f)]
 
 
 def _files(run):
@@ -89,6 +89,14 @@ def test_two_workers_train_like_one_write_once_and_resume(tmp_path):
     one_losses = _losses(tmp_path / "one" / "run")
     assert _losses(two)[0][0] == 0
     np.testing.assert_allclose(_losses(two)[0][1], one_losses[0][1], rtol=1e-5)
+    # Validation on 11 images (batches of 8 and 3) over 2 replicas: the last
+    # batch padded and masked, the metrics those of the 11 images exactly.
+    for key in ("val_loss", "val_accuracy"):
+        np.testing.assert_allclose([v for _, v in _losses(two, key)],
+                                   [v for _, v in _losses(tmp_path / "one" / "run", key)],
+                                   rtol=1e-4, err_msg=key)
+    assert all(round(v * 11) == v * 11 or abs(round(v * 11) - v * 11) < 1e-4
+               for _, v in _losses(two, "val_accuracy"))
     one_final = np.load(tmp_path / "one" / "final_0.npz")
     for task in (0, 1):
         final = np.load(two.parent / f"final_{task}.npz")

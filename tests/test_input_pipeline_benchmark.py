@@ -61,6 +61,20 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
         assert by_name[name]["cpu_ratio"] == (by_name["train_off"]["cpu_ms"]
                                               / by_name[name]["cpu_ms"])
     assert by_name["eval"]["cpu_ratio"] is None
+    # Pipelines: start-up and steady state beside the per-epoch numbers.
+    for name in ("train", "train_batched", "train_off", "eval"):
+        r = by_name[name]
+        assert r["startup_s"] > 0 and r["startup_s"] <= r["times_s"][0]
+        assert math.isclose(r["steady_images_per_s"], 2 * r["images"] / r["steady_times_s"][0])
+        assert math.isfinite(r["steady_cpu_ms"]) and r["steady_cpu_ms"] > 0
+    for name in ("train", "train_batched"):
+        assert by_name[name]["steady_ratio"] == (by_name[name]["steady_images_per_s"]
+                                                 / by_name["train_off"]["steady_images_per_s"])
+        assert by_name[name]["steady_cpu_ratio"] == (by_name["train_off"]["steady_cpu_ms"]
+                                                     / by_name[name]["steady_cpu_ms"])
+    assert by_name["eval"]["steady_ratio"] is None
+    assert all(r["startup_s"] is None and r["steady_ratio"] is None for r in rows
+               if r["kind"] == "stage")
     # Stage costs add up to the last cumulative pipeline's ms/image.
     stages = [r for r in rows if r["kind"] == "stage"]
     assert math.isclose(sum(r["stage_ms"] for r in stages), stages[-1]["ms_per_image"])
@@ -70,7 +84,7 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     saved = json.loads(out_json.read_text())
     assert [r["name"] for r in saved["rows"]] == names
     printed = capsys.readouterr().out
-    assert "train / train_off" in printed and "RandAugment" in printed
+    assert "train / train_off, steady state" in printed and "RandAugment" in printed
 
     # The generated folder is reused, not regenerated.
     args = bench.parse_args(argv)
@@ -89,3 +103,15 @@ def test_input_pipeline_benchmark_measures_only_the_rows_asked_for(tmp_path, cap
     assert "train / train_off" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown rows"):
         bench.main(argv[:-1] + ["train,bogus"])
+
+
+def test_read_epochs_splits_one_iterator_into_epochs():
+    import tensorflow as tf
+
+    bench = _load_script()
+    dataset = tf.data.Dataset.from_tensor_slices(tf.zeros((6, 2, 2, 3))).batch(2)
+    first, epochs = bench._read_epochs(dataset, elements_per_epoch=3, epochs=3)
+    assert [n for _, _, n in epochs] == [6, 6, 6]
+    assert 0 < first <= epochs[0][0]
+    assert bench._images_in((tf.zeros((5, 2, 2, 3)), tf.zeros((5,)))) == 5
+    assert bench._images_in(tf.zeros((2, 2, 3))) == 1

@@ -1,7 +1,12 @@
-"""`keras-spvit convert`: an official checkpoint to a verified keras-hub preset folder.
+"""`keras-spvit convert`: an official checkpoint to a checked keras-hub preset folder.
 
-    keras-spvit convert spvit_s_224.pth spvit_s_imagenet --variant spvit_s
+    keras-spvit convert spvit_s_224.pth spvit_s_imagenet --variant spvit_s \
+        --reference spvit_s_224_logits.npz
     keras-spvit convert lvvit_m_448.pth lvvit_m_384 --variant lvvit_m --image-size 384
+
+The folder is always reloaded and compared with the converted model (round
+trip). Only `--reference` (the official code's logits on the same checkpoint)
+checks the conversion itself; without it the report says so.
 
 No torch is needed. The logic is `keras_spvit.models.convert.convert_checkpoint`.
 """
@@ -40,7 +45,9 @@ def add_parser(subparsers):
         description=(
             "Convert an official PyTorch checkpoint (or a .weights.h5 file or preset) into a "
             "keras-hub preset folder with its evaluation preprocessing, then reload the folder "
-            "and verify it reproduces the checkpoint's logits on a random input. Publish the "
+            "and check it reproduces the converted model's logits on a random input (round "
+            "trip). With --reference, also check it reproduces the official code's logits on "
+            "the same checkpoint: only that verifies the conversion. Publish the "
             'folder with keras_hub.upload_preset("hf://user/name", OUT_DIR).'
         ),
     )
@@ -67,8 +74,14 @@ def add_parser(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification input")
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="largest logit difference accepted (default: "
+                        help="largest round-trip logit difference accepted (default: "
                         "keras_spvit.models.convert.DEFAULT_TOLERANCE, 1e-5)")
+    parser.add_argument("--reference", default=None, metavar="NPZ",
+                        help="the official PyTorch model's eval output on this checkpoint: an "
+                        ".npz with 'input' (N,3,H,W, normalized) and 'logits' (N,classes)")
+    parser.add_argument("--reference-tolerance", type=float, default=None,
+                        help="largest difference from the reference logits accepted (default: "
+                        "keras_spvit.models.convert.DEFAULT_REFERENCE_TOLERANCE, 1e-4)")
     add_run_options(parser)
     parser.set_defaults(run=run)
     return parser
@@ -79,6 +92,7 @@ def run(args):
 
     from keras_spvit.cli.common import UsageError, one_line
     from keras_spvit.models.convert import (
+        DEFAULT_REFERENCE_TOLERANCE,
         DEFAULT_TOLERANCE,
         VerificationError,
         convert_checkpoint,
@@ -97,6 +111,11 @@ def run(args):
             f"no such checkpoint: {checkpoint!r}. Expected an official checkpoint file "
             "(.pth, .pth.tar), a .weights.h5 file or a preset."
         )
+    if args.reference is not None and not os.path.isfile(args.reference):
+        raise UsageError(
+            f"--reference: no such file: {args.reference!r}. Expected an .npz with 'input' "
+            "and 'logits'."
+        )
     if os.path.isfile(args.out_dir):
         raise UsageError(f"out_dir {args.out_dir!r} is a file. Expected a folder to write.")
     try:
@@ -112,6 +131,9 @@ def run(args):
             overwrite=args.overwrite,
             seed=args.seed,
             tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            reference=args.reference,
+            reference_tolerance=(DEFAULT_REFERENCE_TOLERANCE if args.reference_tolerance is None
+                                 else args.reference_tolerance),
         )
     except VerificationError as error:
         print(f"keras-spvit convert: verification failed:\n{error}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Checkpoints are written by `torch.save` when torch is importable and, always,
 by `tests/torch_format.py` (numpy only). The written presets must reproduce
-the official code's logits stored in the fixtures.
+the official code's logits stored in the fixtures, and `--reference` (those
+logits) must catch a mapping that loads but is wrong.
 """
 
 import json
@@ -36,6 +37,12 @@ def k2():
     return load_fixture("spvit_tiny_k2")
 
 
+def write_reference(arrays, path):
+    """The official code's eval input and logits, as `--reference` takes them."""
+    np.savez(path, input=arrays["input"], logits=arrays["logits"])
+    return path
+
+
 def write_checkpoint(state_dict, path, writer):
     if writer == "torch":
         torch = pytest.importorskip("torch")
@@ -50,9 +57,11 @@ def test_convert_writes_a_verified_preset(writer, k2, tmp_path, capsys):
     arrays, state_dict, _ = k2
     checkpoint = write_checkpoint(state_dict, tmp_path / "spvit_tiny_k2.pth", writer)
     out = tmp_path / "preset"
-    assert run_cli([checkpoint, out, *K2_ARGS]) == 0
+    reference = write_reference(arrays, tmp_path / "reference.npz")
+    assert run_cli([checkpoint, out, *K2_ARGS, "--reference", reference]) == 0
     printed = capsys.readouterr().out
-    assert "reproduces the checkpoint's logits" in printed and "verified" in printed
+    assert "reproduces the official code's logits" in printed
+    assert "Status: verified against the official code." in printed
 
     model = keras_spvit.SPViTImageClassifier.from_preset(out)
     error = np.abs(to_numpy(model(nhwc(arrays["input"]))) - arrays["logits"]).max()
@@ -91,6 +100,53 @@ def test_convert_refined_vit(tmp_path):
     assert report.model_class == "RefinedViTImageClassifier"
     model = keras_spvit.RefinedViTImageClassifier.from_preset(tmp_path / "out")
     assert np.abs(to_numpy(model(nhwc(arrays["input"]))) - arrays["logits"]).max() <= 5e-6
+
+
+def swap_first_two_blocks_qk(state_dict):
+    """A wrong but loadable checkpoint: blocks 0 and 1 trade their q/k weights."""
+    swapped = dict(state_dict)
+    first, second = "blocks.0.attn.qk.weight", "blocks.1.attn.qk.weight"
+    assert swapped[first].shape == swapped[second].shape
+    assert not np.array_equal(swapped[first], swapped[second])
+    swapped[first], swapped[second] = state_dict[second], state_dict[first]
+    return swapped
+
+
+def test_reference_catches_a_wrong_mapping_that_loads(k2, tmp_path, capsys):
+    arrays, state_dict, _ = k2
+    reference = write_reference(arrays, tmp_path / "reference.npz")
+    wrong = write_checkpoint(swap_first_two_blocks_qk(state_dict), tmp_path / "wrong.pth", "numpy")
+    overrides = {"stem": "4_2", "patch_size": 16}
+
+    # The round trip alone cannot see it: the folder holds what was converted.
+    report = convert_checkpoint(wrong, tmp_path / "a", "spvit_tiny", overrides=overrides)
+    assert report.round_trip_ok and report.reference_ok is None
+    assert not report.checked_against_reference
+    assert "not verified against the official code" in str(report)
+
+    with pytest.raises(VerificationError, match="Reference: .*FAILED"):
+        convert_checkpoint(wrong, tmp_path / "b", "spvit_tiny", overrides=overrides,
+                           reference=reference)
+    assert run_cli([wrong, tmp_path / "c", *K2_ARGS, "--reference", reference]) == 1
+    assert "verification failed" in capsys.readouterr().err
+
+    right = write_checkpoint(state_dict, tmp_path / "right.pth", "numpy")
+    report = convert_checkpoint(right, tmp_path / "d", "spvit_tiny", overrides=overrides,
+                                reference=reference)
+    # Measured 1.8e-7 against the fixture's logits (TensorFlow); the swap gives 3.0e-2.
+    assert report.verified and report.reference_difference <= 5e-6
+
+
+def test_bad_reference_files_are_user_errors(k2, tmp_path, capsys):
+    arrays, state_dict, _ = k2
+    checkpoint = write_checkpoint(state_dict, tmp_path / "k2.pth", "numpy")
+    assert run_cli([checkpoint, tmp_path / "a", *K2_ARGS, "--reference",
+                    tmp_path / "missing.npz"]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    np.savez(tmp_path / "no_logits.npz", input=arrays["input"])
+    assert run_cli([checkpoint, tmp_path / "b", *K2_ARGS, "--reference",
+                    tmp_path / "no_logits.npz"]) == 2
+    assert "['logits']" in capsys.readouterr().err
 
 
 def test_verification_failure_is_reported(k2, tmp_path, capsys):
@@ -139,11 +195,10 @@ def test_variant_names_are_the_tables_keys():
 
 
 def test_main_dispatches_convert(k2, tmp_path):
-    main = pytest.importorskip("keras_spvit.cli.main")
-    try:
-        main.build_parser()
-    except ImportError as error:  # other subcommands may not exist yet
-        pytest.skip(f"keras-spvit's other subcommands are not importable: {error}")
+    import importlib
+
+    main = importlib.import_module("keras_spvit.cli.main")
+    main.build_parser()  # every subcommand registers; an ImportError fails the test
     _, state_dict, _ = k2
     checkpoint = write_checkpoint(state_dict, tmp_path / "k2.pth", "numpy")
     assert main.main(["convert", str(checkpoint), str(tmp_path / "out"), *K2_ARGS]) == 0

@@ -154,10 +154,27 @@ def test_predict_uses_the_runs_preprocessing(trained_run, tmp_path, capsys):
     # The same preprocessing as the run's validation: the same accuracy.
     assert correct == round(summary["val_accuracy"] * len(labels))
 
-    # Without --class-names: the run's own (its class folders' names, here "0".."9").
-    assert main(["predict", str(trained_run), *paths[:2], "--top-k", "3", "--json"]) == 0
-    predicted, _ = _predicted_names(capsys, paths[:2])
-    assert set(predicted) <= {str(i) for i in range(10)}
+
+
+def test_predict_names_classes_with_the_runs_class_names(trained_run, tmp_path, capsys):
+    # Digits' own names are "0".."9", which the fallback `str(class)` also
+    # gives: a copy of the run whose class_names.json differs from the indices.
+    import shutil
+
+    summary = json.loads((trained_run / "summary.json").read_text())
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("backup", "checkpoints"))
+    names = [f"digit {name}" for name in NAMES]
+    (run / "class_names.json").write_text(json.dumps(names))
+    paths, labels = _write_test_digits(tmp_path)
+    assert main(["predict", str(run), *paths, "--top-k", "3", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    for line in lines:
+        assert all(entry["name"] == names[entry["class"]] for entry in line["top"])
+    assert [line["image"] for line in lines] == paths
+    predicted = np.asarray([line["top"][0]["class"] for line in lines])
+    # The classes the run's validation counted right: its accuracy exactly.
+    assert (predicted == labels).sum() == round(summary["val_accuracy"] * len(labels))
 
 
 def test_predict_with_the_builtin_preset_reproduces_its_accuracy(tmp_path, capsys):
@@ -237,3 +254,45 @@ def test_a_corrupt_image_is_skipped_listed_and_warned_about(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot decode") and str(bad) in err and "\n" not in err
+
+
+def test_cli_mix_token_relabels_exactly_the_tokens_inside_its_box():
+    """`with_mix_token` (the train command's MixToken): pixels, token targets and
+    image labels checked against the box read back from the pixels."""
+    import types
+
+    import tensorflow as tf
+
+    from keras_spvit.cli.train import with_mix_token
+
+    batch, side, patch, classes = 4, 4, 4, 10
+    labels = np.array([3, 1, 4, 7], "int32")
+    # Image i is the constant i + 1: every pixel says which image it came from.
+    images = np.broadcast_to(np.arange(1, batch + 1, dtype="float32")[:, None, None, None],
+                             (batch, side * patch, side * patch, 3))
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(12)
+    model = types.SimpleNamespace(output={"aux_logits": types.SimpleNamespace(
+        shape=(None, side * side, classes))})
+    partial_boxes = 0
+    for mixed, targets in with_mix_token(dataset, model, classes, side * patch, seed=0):
+        mixed = np.asarray(mixed)
+        tokens = mixed[..., 0].reshape(batch, side, patch, side, patch).transpose(0, 1, 3, 2, 4)
+        assert (tokens == tokens[..., :1, :1]).all()  # the box follows the patch grid
+        source = tokens[..., 0, 0].astype(int) - 1  # (batch, side, side): image per token
+        box = source[0] != 0
+        for i in range(batch):
+            # Inside the box the batch in reverse order; outside, the image itself.
+            np.testing.assert_array_equal(source[i], np.where(box, batch - 1 - i, i))
+            np.testing.assert_array_equal(
+                np.asarray(targets["token_labels"])[i],
+                np.where(box, labels[batch - 1 - i], labels[i]))
+            kept = 1.0 - box.mean()
+            expected = np.zeros(classes, "float32")
+            expected[labels[i]] += kept
+            expected[labels[batch - 1 - i]] += 1.0 - kept
+            np.testing.assert_allclose(np.asarray(targets["labels"])[i], expected, atol=1e-6)
+        rows, cols = np.nonzero(box)
+        if rows.size:  # a rectangle of tokens
+            assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        partial_boxes += 0 < box.sum() < side * side
+    assert partial_boxes >= 3  # the checks above ran on real boxes

@@ -22,6 +22,26 @@ def test_dataset_splits_are_disjoint_and_normalised():
     assert len(y_train) + len(y_test) == 1797
 
 
+def test_train_and_test_splits_partition_the_uci_set():
+    """Every UCI example in exactly one split, with its own label (a multiset
+    comparison of the examples themselves: the set has duplicate images)."""
+    from collections import Counter
+
+    def examples(images, labels):
+        return Counter((image.astype("uint8").tobytes(), int(label))
+                       for image, label in zip(images, labels))
+
+    everything = examples(*load_digits())
+    train = examples(*digits_split("train", uci_levels=True))
+    test = examples(*digits_split("test", uci_levels=True))
+    assert train + test == everything
+    assert sum(test.values()) == 359
+    # Disjoint up to the set's own duplicates: an example in both splits
+    # appears at least twice in the UCI set.
+    for example in set(train) & set(test):
+        assert everything[example] >= 2
+
+
 @pytest.mark.parametrize("call", [digits_dataset, digits_split])
 def test_bad_split_is_named(call):
     with pytest.raises(ValueError, match="split='val'"):

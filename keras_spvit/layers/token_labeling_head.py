@@ -75,6 +75,14 @@ class TokenLabelingHead(keras.layers.Layer):
             }
         return logits
 
+    def compute_output_spec(self, inputs):
+        # The logits are float32 under any policy; Keras' default spec would
+        # give them the compute dtype.
+        shapes = self.compute_output_shape(tuple(inputs.shape))
+        return keras.tree.map_shape_structure(
+            lambda shape: keras.KerasTensor(shape, dtype="float32"), shapes
+        )
+
     def compute_output_shape(self, input_shape):
         batch, tokens = input_shape[0], input_shape[1]
         logits = (batch, self.num_classes)

@@ -122,7 +122,14 @@ def test_mixed_bfloat16(family):
     logits = model(x)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
     expected = to_numpy(reference(x))
-    assert np.abs(to_numpy(logits) - expected).max() < 0.1 * np.abs(expected).max() + 0.05
+    # Measured max |error| / max |logit| against float32: 0.0031-0.0124 (JAX),
+    # 0.0038-0.0092 (TF), 0.0039-0.0099 (torch) over the four families; bound
+    # 2x the largest.
+    error = np.abs(to_numpy(logits) - expected).max() / np.abs(expected).max()
+    assert error < 0.025, error
+    # Every block's attention map (softmax, prior, refiner output) is float32.
+    maps = keras.tree.flatten(keras_spvit.attention_maps(model, x))
+    assert maps and all(keras.backend.standardize_dtype(m.dtype) == "float32" for m in maps)
     model.compile(optimizer="adam")
     assert np.all(np.isfinite(model.train_on_batch(x, np.arange(2))))
 

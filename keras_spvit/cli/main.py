@@ -25,7 +25,7 @@ import tempfile
 
 from keras_spvit.cli.common import UsageError, one_line
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label")
+SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -5,6 +5,8 @@ the input reaches keras-hub or a backend op (where the error would be deep
 and name neither).
 """
 
+import numbers
+
 import numpy as np
 
 ATTENTION_MAPS_HINT = (
@@ -33,10 +35,8 @@ def static_shape(x):
             return None
     if shape is None:
         return None
-    try:
-        return tuple(None if d is None else int(d) for d in shape)
-    except (TypeError, ValueError):
-        return None
+    # Symbolic dimensions (jax2tf's shape polymorphism, tracing) count as unknown.
+    return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in shape)
 
 
 def check_converter_images(x, where, channels=None, channels_first=False):

@@ -40,6 +40,10 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
+        # No weights depend on the input shape (as Keras' Dropout): built at
+        # once, so `model.quantize()` works where the layer is never called
+        # (rate 0 skips it).
+        self.built = True
 
     def call(self, inputs, training=None):
         if not training or self.rate == 0.0:

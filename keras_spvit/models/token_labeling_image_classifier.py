@@ -1,3 +1,5 @@
+import re
+
 import keras
 from keras_hub.models import ImageClassifier
 from keras_hub.src.models.task import Task
@@ -97,6 +99,47 @@ class TokenLabelingImageClassifier(ImageClassifier):
                 f"{self.name!r} called directly (its preprocessor runs in predict/fit/evaluate)",
             )
         return super().__call__(*args, **kwargs)
+
+    def quantize(self, mode=None, config=None, filters=None, **kwargs):
+        """Keras' `Model.quantize` on the backbone; preprocessor and heads stay as they are.
+
+        The preprocessor holds no weights to quantize, and its layers (e.g.
+        the converter's `Resizing`) are built only when images first go
+        through it: Keras would refuse them as unbuilt. The heads keep their
+        `head_dtype` (a small share of the compute; the classifier's config
+        records that dtype, so quantized heads would not reload). `filters`
+        keeps Keras' meaning (regex, list of regexes or callable) for the
+        backbone's layers.
+
+        Args:
+            mode: as in `keras.Model.quantize` (`"int8"`, `"float8"`, ...).
+            config: as in `keras.Model.quantize`.
+            filters: as in `keras.Model.quantize`.
+            **kwargs: as in `keras.Model.quantize`.
+
+        Example:
+
+        >>> model = SPViTImageClassifier.from_preset("spvit_tiny_digits")
+        >>> model.quantize("int8")
+        """
+        skipped = {id(layer) for layer in self.head._flatten_layers()}
+        if self.preprocessor is not None:
+            skipped |= {id(layer) for layer in self.preprocessor._flatten_layers()}
+
+        def quantizable(layer):
+            # Only layers that implement quantization (Dense, EinsumDense, ...):
+            # Keras warns once per other layer otherwise.
+            if id(layer) in skipped or type(layer).quantize is keras.layers.Layer.quantize:
+                return False
+            if filters is None:
+                return True
+            if isinstance(filters, str):
+                return bool(re.search(filters, layer.name))
+            if isinstance(filters, (list, tuple)):
+                return any(re.search(pattern, layer.name) for pattern in filters)
+            return filters(layer)
+
+        return super().quantize(mode, config=config, filters=quantizable, **kwargs)
 
     def check_inputs(self, x):
         """Raises a one-line `ValueError` if `x` cannot reach the model.

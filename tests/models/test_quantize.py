@@ -1,0 +1,72 @@
+"""Keras' `model.quantize("int8")` on our classifiers: accuracy kept, float
+islands kept, saved and reloaded, exported."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_spvit
+from keras_spvit.data import digits_split
+from tests.conftest import to_numpy
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_split("test")
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits")
+    model.quantize("int8")
+    return model
+
+
+def _accuracy(model, images, labels):
+    logits = to_numpy(model.predict(images, batch_size=128, verbose=0))
+    return float(np.mean(logits.argmax(-1) == labels))
+
+
+def test_int8_keeps_the_presets_held_out_accuracy(quantized, digits):
+    images, labels = digits
+    float_model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits")
+    before, after = _accuracy(float_model, *digits), _accuracy(quantized, *digits)
+    assert before == pytest.approx(0.9889, abs=0.0015)  # the preset's stated accuracy
+    # Target of the issue: within 0.5 points (two of the 359 images).
+    assert abs(after - before) <= 0.005, (before, after)
+    # Quantization changed the arithmetic: the logits are not the float ones.
+    diff = np.abs(to_numpy(quantized.predict(images[:8], verbose=0))
+                  - to_numpy(float_model.predict(images[:8], verbose=0))).max()
+    assert diff > 0
+
+
+def test_projections_are_int8_and_priors_norms_stay_float(quantized):
+    policies = {layer.path: layer.dtype_policy.name for layer in quantized._flatten_layers()}
+    int8 = {path for path, name in policies.items() if name.startswith("int8")}
+    # The attention projections, MLPs and heads.
+    for path in ("block_0/attn/qk", "block_0/attn/v", "block_2/attn/qkv", "block_0/mlp/fc1"):
+        assert any(p.endswith(path) for p in int8), path
+    # The heads keep their head_dtype (recorded in the classifier's config).
+    assert not any("token_labeling_head" in p for p in int8)
+    # Norms, the spatial-prior weights and the convolutions keep float32.
+    for layer in quantized._flatten_layers():
+        if isinstance(layer, keras.layers.LayerNormalization):
+            assert layer.dtype_policy.name == "float32"
+    # The spatial-prior MLP's weights (w1, b1, w2, b2 of each SP-SA layer).
+    prior = [w for w in quantized.weights
+             if w.path.split("/")[-1] in ("w1_kernel", "w1_bias", "w2", "b2")]
+    assert len(prior) == 4 * 2 and all(w.dtype == "float32" for w in prior)
+
+
+def test_quantized_model_saves_and_reloads(quantized, digits, tmp_path):
+    path = tmp_path / "int8.keras"
+    quantized.save(path)
+    reloaded = keras.saving.load_model(path)
+    images = digits[0][:16]
+    # Same int8 weights and scales: equal on JAX and torch; TensorFlow (oneDNN)
+    # differs by float rounding (measured 1.2e-7). A lost scale is off by ~1e-1.
+    np.testing.assert_allclose(to_numpy(reloaded.predict(images, verbose=0)),
+                               to_numpy(quantized.predict(images, verbose=0)), rtol=0, atol=1e-5)
+    for saved, loaded in zip(quantized.weights, reloaded.weights):
+        assert saved.path == loaded.path
+        np.testing.assert_array_equal(to_numpy(saved), to_numpy(loaded))

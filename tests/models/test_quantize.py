@@ -63,10 +63,16 @@ def test_quantized_model_saves_and_reloads(quantized, digits, tmp_path):
     quantized.save(path)
     reloaded = keras.saving.load_model(path)
     images = digits[0][:16]
-    # Same int8 weights and scales: equal on JAX and torch; TensorFlow (oneDNN)
-    # differs by float rounding (measured 1.2e-7). A lost scale is off by ~1e-1.
-    np.testing.assert_allclose(to_numpy(reloaded.predict(images, verbose=0)),
-                               to_numpy(quantized.predict(images, verbose=0)), rtol=0, atol=1e-5)
+    got = to_numpy(reloaded.predict(images, verbose=0))
+    expected = to_numpy(quantized.predict(images, verbose=0))
+    if keras.backend.backend() == "tensorflow":
+        # oneDNN's float rounding differs between the two graphs (1.2e-7); where
+        # it moves an activation across an int8 rounding step a logit moves by
+        # up to 5e-3 (measured, one image of 16). A lost scale moves them by O(1).
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-2)
+        np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    else:
+        np.testing.assert_array_equal(got, expected)
     for saved, loaded in zip(quantized.weights, reloaded.weights):
         assert saved.path == loaded.path
         np.testing.assert_array_equal(to_numpy(saved), to_numpy(loaded))

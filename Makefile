@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install datasets demo test test-% benchmark clean
+.PHONY: install datasets demo test test-% benchmark model-table lint-imports clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ test: install datasets
 
 test-%: install datasets
 	KERAS_BACKEND=$* $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's model table, from the family table (keras_spvit/zoo/families.py).
+model-table: install
+	KERAS_BACKEND=tensorflow $(BIN)/python tools/model_table.py
+
+# The import-direction contracts of pyproject.toml.
+lint-imports: install
+	$(BIN)/lint-imports
 
 benchmark: install
 	@for backend in $(BACKENDS); do \

@@ -21,7 +21,7 @@ import numpy as np
 import keras_spvit
 from keras_spvit.data import digits_split
 from keras_spvit.data.sources import DIGITS_MEAN, DIGITS_STD
-from keras_spvit.models.pretrained import default_preprocessor
+from keras_spvit.models.image_classifier_preprocessor import default_preprocessor
 
 
 def digits_accuracy(classifier, split="test"):

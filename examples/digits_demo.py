@@ -27,7 +27,7 @@ from keras_spvit.cli.train import train_augment
 from keras_spvit.data.sources import source_dataset
 from keras_spvit.training import fit, get_recipe
 from keras_spvit.training.hardware import resolve_jit
-from keras_spvit.utils.plots import plot_spatial_priors
+from keras_spvit.analysis.plots import plot_spatial_priors
 
 MODELS = {"SPViT_Tiny": keras_spvit.SPViT_Tiny, "LVViT_Tiny": keras_spvit.LVViT_Tiny}
 

@@ -20,6 +20,8 @@ import itertools
 
 import keras
 
+from keras_spvit.zoo.psvit import PSViT
+
 SHARING_CHOICES = ("none", "alternate", "all")
 TUNERS = ("random", "bayesian", "hyperband")
 
@@ -121,8 +123,6 @@ def search(
     import tempfile
 
     import keras_tuner
-
-    from keras_spvit.models.psvit.psvit_builders import PSViT
 
     if tuner not in TUNERS:
         raise ValueError(f"Expected `tuner` to be one of {TUNERS}. Received: tuner={tuner!r}")

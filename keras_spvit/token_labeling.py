@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from keras_spvit.data.token_labels import TokenLabelWriter
+from keras_spvit.models.dense_teacher import dense_teacher
 
 
 def _triple(value):
@@ -236,7 +237,6 @@ def make_token_labels(teacher, data, out, *, split="train", image_size=None, cro
     import tensorflow as tf
 
     from keras_spvit.data.augment import eval_transform
-    from keras_spvit.models.dense_teacher import dense_teacher
 
     for name, value in (("top_k", top_k), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:

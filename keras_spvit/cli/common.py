@@ -13,7 +13,6 @@ import argparse
 import ast
 import contextlib
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -140,22 +139,19 @@ BUILDER_NAMES = None
 def builders():
     """`{name: function}` of every public model builder of `keras_spvit`.
 
+    The names are the family table's (`keras_spvit.zoo.families.builder_names`).
+
     Example:
 
     >>> sorted(builders())[:2]
     ['LVViT_L', 'LVViT_M']
     """
     import keras_spvit
+    from keras_spvit.zoo.families import builder_names
 
     global BUILDER_NAMES
     if BUILDER_NAMES is None:
-        BUILDER_NAMES = {
-            name: getattr(keras_spvit, name)
-            for name in keras_spvit.__all__
-            if name[:1].isupper()  # builders are named after their model
-            and inspect.isfunction(getattr(keras_spvit, name))
-            and "num_classes" in inspect.signature(getattr(keras_spvit, name)).parameters
-        }
+        BUILDER_NAMES = {name: getattr(keras_spvit, name) for name in builder_names()}
     return BUILDER_NAMES
 
 
@@ -202,7 +198,7 @@ def check_weights(weights, flag="--weights"):
     """
     if not weights:
         return
-    from keras_spvit.models.pretrained import resolve_weights
+    from keras_spvit.zoo.weights import resolve_weights
 
     with user_errors(f"{flag} {weights!r}", (ValueError, OSError, TypeError)):
         resolve_weights(weights)

@@ -8,7 +8,7 @@ The folder is always reloaded and compared with the converted model (round
 trip). Only `--reference` (the official code's logits on the same checkpoint)
 checks the conversion itself; without it the report says so.
 
-No torch is needed. The logic is `keras_spvit.models.convert.convert_checkpoint`.
+No torch is needed. The logic is `keras_spvit.zoo.convert.convert_checkpoint`.
 """
 
 import argparse
@@ -55,7 +55,7 @@ def add_parser(subparsers):
     parser.add_argument("out_dir", help="preset folder to write")
     parser.add_argument("--variant", required=True, metavar="VARIANT",
                         help="architecture of the checkpoint, a key of the variant tables "
-                        "(keras_spvit.models.convert.variant_names()), e.g. spvit_s, lvvit_m, "
+                        "(keras_spvit.zoo.families.variant_names()), e.g. spvit_s, lvvit_m, "
                         "refined_vit_s, psvit_2d_tiny")
     parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes of the heads (default: the checkpoint's; another count "
@@ -75,13 +75,13 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification input")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest round-trip logit difference accepted (default: "
-                        "keras_spvit.models.convert.DEFAULT_TOLERANCE, 1e-5)")
+                        "keras_spvit.zoo.convert.DEFAULT_TOLERANCE, 1e-5)")
     parser.add_argument("--reference", default=None, metavar="NPZ",
                         help="the official PyTorch model's eval output on this checkpoint: an "
                         ".npz with 'input' (N,3,H,W, normalized) and 'logits' (N,classes)")
     parser.add_argument("--reference-tolerance", type=float, default=None,
                         help="largest difference from the reference logits accepted (default: "
-                        "keras_spvit.models.convert.DEFAULT_REFERENCE_TOLERANCE, 1e-4)")
+                        "keras_spvit.zoo.convert.DEFAULT_REFERENCE_TOLERANCE, 1e-4)")
     add_run_options(parser)
     parser.set_defaults(run=run)
     return parser
@@ -91,14 +91,14 @@ def run(args):
     import os
 
     from keras_spvit.cli.common import UsageError, one_line
-    from keras_spvit.models.convert import (
+    from keras_spvit.models.presets import is_registered
+    from keras_spvit.zoo.convert import (
         DEFAULT_REFERENCE_TOLERANCE,
         DEFAULT_TOLERANCE,
         VerificationError,
         convert_checkpoint,
-        variant_names,
     )
-    from keras_spvit.models.presets import is_registered
+    from keras_spvit.zoo.families import variant_names
 
     if args.variant not in variant_names():
         raise UsageError(

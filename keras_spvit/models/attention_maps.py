@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from keras_spvit.layers.transformer_block import TransformerBlock
+from keras_spvit.models.image_inputs import check_model_images
+from keras_spvit.utils.validation import check_positive_int
 
 # backbone -> the functional model returning its maps (built once per backbone).
 _EXTRACTORS = weakref.WeakKeyDictionary()
@@ -95,8 +97,6 @@ def attention_maps(model, images, preprocess=False, batch_size=32):
     >>> maps["block_0"].shape, maps["block_3"].shape  # 2 priors blocks, then the class token
     ((4, 2, 64, 64), (4, 2, 65, 65))
     """
-    from keras_spvit.models.image_inputs import check_model_images
-    from keras_spvit.utils.validation import check_positive_int
 
     check_positive_int(batch_size, "batch_size")
     backbone = getattr(model, "backbone", model)

@@ -10,6 +10,10 @@ trained classifier, reusing its layers and weights.
 import keras
 from keras import ops
 
+from keras_spvit.models.token_labeling_image_classifier import (
+    TokenLabelingImageClassifier,
+)
+
 _POOLINGS = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 # Layers allowed between the pooling and the final Dense: dropout is off at
 # inference; a norm over channels is applied at every position.
@@ -178,8 +182,6 @@ def dense_teacher(model):
         raise ValueError(
             f"dense_teacher takes a keras.Model. Received: {type(model).__name__}. "
             f"Supported: {SUPPORTED}.")
-    from keras_spvit.models.token_labeling_image_classifier import TokenLabelingImageClassifier
-
     if isinstance(model, TokenLabelingImageClassifier):
         return _token_teacher(model)
     try:

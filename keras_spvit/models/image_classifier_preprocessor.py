@@ -1,5 +1,6 @@
 from keras_hub.models import ImageClassifierPreprocessor
 
+from keras_spvit.models.center_crop_image_converter import IMAGENET_MEAN, IMAGENET_STD
 from keras_spvit.models.naming import default_name
 
 
@@ -33,3 +34,38 @@ class FamilyImageClassifierPreprocessor(ImageClassifierPreprocessor):
         if check is not None and not isinstance(x, tuple):
             check(x)
         return super().__call__(x, *args, **kwargs)
+
+
+DEFAULT_CROP_PCT = 0.9  # timm's default
+
+
+def default_preprocessor(model, crop_pct=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The released models' evaluation preprocessing for a classifier.
+
+    Bicubic resize to `image_size / crop_pct`, center crop, ImageNet
+    mean / std. `None` for a model class without a preprocessor class.
+
+    Args:
+        model: a keras_spvit classifier.
+        crop_pct: optional float, the center-crop fraction (default 0.9).
+        mean: per-channel mean of the normalization.
+        std: per-channel standard deviation of the normalization.
+
+    Returns:
+        The family's `ImageClassifierPreprocessor`, or `None`.
+
+    Example:
+
+    >>> default_preprocessor(SPViT_S(), crop_pct=0.9).image_converter.crop_pct
+    0.9
+    """
+    preprocessor_cls = getattr(type(model), "preprocessor_cls", None)
+    if preprocessor_cls is None:
+        return None
+    converter = preprocessor_cls.image_converter_cls(
+        image_size=tuple(model.backbone.image_shape[:2]),
+        crop_pct=DEFAULT_CROP_PCT if crop_pct is None else crop_pct,
+        mean=mean,
+        std=std,
+    )
+    return preprocessor_cls(image_converter=converter)

@@ -1,6 +1,7 @@
 from keras_hub.models import Backbone
 
 from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
+from keras_spvit.models.preset_loading import backbone_from_preset
 
 
 class ResizableBackbone(Backbone):
@@ -52,6 +53,4 @@ class ResizableBackbone(Backbone):
 
         >>> backbone = SPViTBackbone.from_preset("./spvit_tiny_digits")
         """
-        from keras_spvit.models.pretrained import backbone_from_preset
-
         return backbone_from_preset(super().from_preset, preset, load_weights, **kwargs)

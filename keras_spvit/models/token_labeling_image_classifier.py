@@ -8,6 +8,7 @@ from keras_spvit.layers.token_labeling_head import TokenLabelingHead
 from keras_spvit.models.center_crop_image_converter import CenterCropImageConverter
 from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
 from keras_spvit.models.naming import default_name
+from keras_spvit.models.preset_loading import task_from_preset
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
@@ -215,8 +216,6 @@ class TokenLabelingImageClassifier(ImageClassifier):
         ...     "./spvit_s_224", image_shape=(384, 384, 3), num_classes=10
         ... )
         """
-        from keras_spvit.models.pretrained import task_from_preset
-
         return task_from_preset(cls, super().from_preset, preset, load_weights, **kwargs)
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):

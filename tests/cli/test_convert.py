@@ -13,11 +13,8 @@ import pytest
 
 import keras_spvit
 from keras_spvit.cli import main as cli_main
-from keras_spvit.models.convert import (
-    VerificationError,
-    convert_checkpoint,
-    variant_names,
-)
+from keras_spvit.zoo.convert import VerificationError, convert_checkpoint
+from keras_spvit.zoo.families import variant_names
 from tests.conftest import load_fixture, nhwc, to_numpy
 from tests.torch_format import write_torch_checkpoint
 

@@ -11,6 +11,7 @@ import pytest
 from keras_hub.src.utils import preset_utils
 
 import keras_spvit
+from keras_spvit.models.image_classifier_preprocessor import default_preprocessor
 from keras_spvit.models.presets import (
     PRESETS_DIR,
     PresetError,
@@ -18,7 +19,6 @@ from keras_spvit.models.presets import (
     registered_presets,
     unregister_preset,
 )
-from keras_spvit.models.pretrained import default_preprocessor
 from tests.conftest import to_numpy
 from tests.models.test_model_contract import COMMON
 from tests.models.test_model_contract import build as contract_model

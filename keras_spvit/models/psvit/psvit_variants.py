@@ -1,7 +1,7 @@
 """PSViT variants as data. No official configurations exist (the paper's code
 is not public): these are reconstructions sized to DeiT-Tiny / DeiT-Small
 cost, with DeiT-shaped plain ViTs from the same builder as baselines.
-MACs per 224 px image, from `keras_spvit.utils.flops.count_macs`, are in
+MACs per 224 px image, from `keras_spvit.analysis.flops.count_macs`, are in
 `info` and asserted by the tests."""
 
 

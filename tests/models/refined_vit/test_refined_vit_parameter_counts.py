@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.models.refined_vit.refined_vit_official_weights import (
+from keras_spvit.conversion.refined_vit import (
     refined_vit_weight_map,
 )
 from tests.conftest import BACKEND
+from tests.conversion.test_official_weights import official_keys
 from tests.models.spvit.test_spvit_parameter_counts import OFFICIAL
-from tests.models.test_official_weights import official_keys
 
 pytestmark = [
     pytest.mark.large,

@@ -1,17 +1,21 @@
-"""How official Refiner_ViT state_dict names map onto our variables.
+"""Converter of the Refined-ViT family: the released Refiner_ViT code's state_dict layout.
 
-One mapping for the family: `load_official_weights`, presets and conversion
+One mapping for the family: `load_official_weights`, builders and conversion
 all go through `refined_vit_weight_map`.
 """
 
-from keras_spvit.layers.shared_attention import SharedAttention
-from keras_spvit.models.official_weights import (
+from keras_spvit.conversion.layout import (
     backbone_weights,
     batch_norm,
     block_weights,
+    convert_state,
     dense,
     depthwise,
 )
+from keras_spvit.layers.shared_attention import SharedAttention
+from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
+
+backbone_cls = RefinedViTBackbone
 
 
 def pointwise(array):
@@ -56,3 +60,21 @@ def refined_vit_weight_map(backbone, head=None):
             weights.update(dense(f"{prefix}.attn.qkv", attention.qkv))
         weights.update(dense(f"{prefix}.attn.proj", attention.proj))
     return weights
+
+
+def convert_weights(model, state, where):
+    """Loads a released Refiner_ViT state_dict into a Refined-ViT backbone or classifier.
+
+    Args:
+        model: a `RefinedViTBackbone`, or a classifier whose heads fit the state's.
+        state: the state_dict (see `keras_spvit.conversion.checkpoint.read_state`).
+        where: how to name it in messages.
+
+    Returns:
+        The model.
+
+    Example:
+
+    >>> convert_weights(keras_spvit.RefinedViT_S(), state, "refiner_s.pth")
+    """
+    return convert_state(model, state, where, refined_vit_weight_map)

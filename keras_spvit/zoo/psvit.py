@@ -1,9 +1,9 @@
 """Model builders of the PSViT family (a reconstruction; see `PSViTBackbone`)."""
 
-from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
 from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
-from keras_spvit.models.psvit.psvit_variants import PSVIT_VARIANTS
+from keras_spvit.zoo.builders import assemble, named_builder
+from keras_spvit.zoo.families import PSVIT
 
 
 def PSViT(
@@ -62,17 +62,13 @@ def PSViT(
     )
 
 
-def _named(variant, name, summary):
-    return variant_builder(PSViT, PSVIT_VARIANTS, variant, name, summary)
+def _named(name):
+    return named_builder(PSVIT, PSViT, name)
 
 
-PSViT_2D_Tiny = _named("psvit_2d_tiny", "PSViT_2D_Tiny", "PSViT-2D at DeiT-Tiny cost (1.26 GMACs).")
-PSViT_1D_Tiny = _named("psvit_1d_tiny", "PSViT_1D_Tiny", "PSViT-1D at DeiT-Tiny cost (1.27 GMACs).")
-PSViT_2D_Small = _named(
-    "psvit_2d_small", "PSViT_2D_Small", "PSViT-2D at DeiT-Small cost (4.36 GMACs)."
-)
-PlainViT_Tiny = _named("plain_vit_tiny", "PlainViT_Tiny", "A DeiT-Tiny-shaped plain ViT.")
-PlainViT_Small = _named("plain_vit_small", "PlainViT_Small", "A DeiT-Small-shaped plain ViT.")
-PSViT_Tiny_CPU = _named(
-    "psvit_tiny_cpu", "PSViT_Tiny_CPU", "A CPU-sized PSViT for 32 px images."
-)
+PSViT_2D_Tiny = _named("PSViT_2D_Tiny")
+PSViT_1D_Tiny = _named("PSViT_1D_Tiny")
+PSViT_2D_Small = _named("PSViT_2D_Small")
+PlainViT_Tiny = _named("PlainViT_Tiny")
+PlainViT_Small = _named("PlainViT_Small")
+PSViT_Tiny_CPU = _named("PSViT_Tiny_CPU")

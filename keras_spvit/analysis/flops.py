@@ -20,14 +20,16 @@ import math
 
 import keras
 
+from keras_spvit.layers.multi_head_self_attention import MultiHeadSelfAttention
+from keras_spvit.layers.shared_attention import SharedAttention
+from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
+
 
 def _tokens(shape):
     return math.prod(int(s) for s in shape[1:-1])
 
 
 def _layer_macs(layer):
-    from keras_spvit import layers as ours
-
     config = layer.get_build_config() if layer.built else None
     if not config or "input_shape" not in config:
         return 0
@@ -40,12 +42,12 @@ def _layer_macs(layer):
     if isinstance(layer, keras.layers.Conv2D):
         out = layer.compute_output_shape(shape)
         return _tokens(out) * math.prod(layer.kernel_size) * int(shape[-1]) * layer.filters
-    if isinstance(layer, (ours.MultiHeadSelfAttention, ours.SpatialPriorAttention)):
+    if isinstance(layer, (MultiHeadSelfAttention, SpatialPriorAttention)):
         macs = 2 * int(shape[1]) ** 2 * int(shape[-1])
-        if isinstance(layer, ours.SpatialPriorAttention):
+        if isinstance(layer, SpatialPriorAttention):
             macs += len(layer.offsets) * 3 * int(shape[-1])
         return macs
-    if isinstance(layer, ours.SharedAttention):
+    if isinstance(layer, SharedAttention):
         return int(shape[1]) ** 2 * int(shape[-1])
     return 0
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.utils.plots import centre_priors, plot_spatial_priors
+from keras_spvit.analysis.plots import centre_priors, plot_spatial_priors
 
 
 def test_centre_priors_are_the_prior_rows_of_the_centre_query():

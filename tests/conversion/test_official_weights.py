@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.models.spvit.spvit_official_weights import spvit_weight_map
+from keras_spvit.conversion.spvit import spvit_weight_map
 from keras_spvit.utils.torch_checkpoint import UnsafeCheckpointError
 from tests.conftest import BACKEND, FIXTURES, load_fixture, nhwc, to_numpy
 from tests.models.spvit.test_spvit_parity import build_from_meta

@@ -1,11 +1,11 @@
 """Model builders of the Refined-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
     RefinedViTImageClassifier,
 )
-from keras_spvit.models.refined_vit.refined_vit_variants import REFINED_VIT_VARIANTS
+from keras_spvit.zoo.builders import assemble, named_builder
+from keras_spvit.zoo.families import REFINED_VIT
 
 
 def RefinedViT(
@@ -65,14 +65,11 @@ def RefinedViT(
     )
 
 
-def _named(variant, name, summary):
-    return variant_builder(RefinedViT, REFINED_VIT_VARIANTS, variant, name, summary)
+def _named(name):
+    return named_builder(REFINED_VIT, RefinedViT, name)
 
 
-RefinedViT_S = _named("refined_vit_s", "RefinedViT_S", "Refined-ViT-S: 25.4M parameters.")
-RefinedViT_M = _named("refined_vit_m", "RefinedViT_M", "Refined-ViT-M: 55.5M parameters.")
-RefinedViT_L = _named("refined_vit_l", "RefinedViT_L", "Refined-ViT-L: 81.2M parameters.")
-RefinedViT_Tiny = _named(
-    "refined_vit_tiny", "RefinedViT_Tiny",
-    "A CPU-sized Refined-ViT (dim 64, 4 blocks, 2 refiners) for 32 px images.",
-)
+RefinedViT_S = _named("RefinedViT_S")
+RefinedViT_M = _named("RefinedViT_M")
+RefinedViT_L = _named("RefinedViT_L")
+RefinedViT_Tiny = _named("RefinedViT_Tiny")

@@ -1,17 +1,21 @@
-"""How official SP-ViT / LV-ViT state_dict names map onto our variables.
+"""Converter of the SP-ViT / LV-ViT family: the released SP-ViT code's state_dict layout.
 
-One mapping for the family: `load_official_weights`, presets and the
+One mapping for the family: `load_official_weights`, builders and the
 conversion command all go through `spvit_weight_map`.
 """
 
-from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
-from keras_spvit.models.official_weights import (
+from keras_spvit.conversion.layout import (
     backbone_weights,
     block_weights,
+    convert_state,
     dense,
     depthwise,
     identity,
 )
+from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
+from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
+
+backbone_cls = SPViTBackbone
 
 
 def spvit_weight_map(backbone, head=None):
@@ -48,3 +52,38 @@ def spvit_weight_map(backbone, head=None):
         weights[f"{prefix}.pos_block.proj.0.weight"] = (pos_cnn.conv.kernel, depthwise)
         weights[f"{prefix}.pos_block.proj.0.bias"] = (pos_cnn.conv.bias, identity)
     return weights
+
+
+def architecture_hint(state, weight_map):
+    """Says which blocks the checkpoint builds with spatial priors, if that differs."""
+    def spsa_blocks(keys):
+        return sorted(
+            {int(k.split(".")[1]) for k in keys if k.startswith("blocks.") and ".attn.qk." in k}
+        )
+
+    in_checkpoint, in_model = spsa_blocks(state), spsa_blocks(weight_map)
+    if in_checkpoint == in_model:
+        return ""
+    return (
+        f"The checkpoint has spatial-prior attention in blocks {in_checkpoint or 'none'}, "
+        f"the model in blocks {in_model or 'none'}: build the model with "
+        f"spatial_prior_blocks={len(in_checkpoint)}."
+    )
+
+
+def convert_weights(model, state, where):
+    """Loads a released SP-ViT / LV-ViT state_dict into an SP-ViT backbone or classifier.
+
+    Args:
+        model: an `SPViTBackbone`, or a classifier whose heads fit the state's.
+        state: the state_dict (see `keras_spvit.conversion.checkpoint.read_state`).
+        where: how to name it in messages.
+
+    Returns:
+        The model.
+
+    Example:
+
+    >>> convert_weights(keras_spvit.SPViT_S(), state, "spvit_s_224.pth")
+    """
+    return convert_state(model, state, where, spvit_weight_map, architecture_hint)

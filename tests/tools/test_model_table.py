@@ -1,17 +1,15 @@
 """The README's model table: complete, correctly rendered, and up to date."""
 
-import importlib
 import io
 import math
-import pkgutil
 from pathlib import Path
 
 import pytest
 
 import keras_spvit
-import keras_spvit.models
-from keras_spvit.utils import model_table
+from keras_spvit.zoo.families import FAMILIES
 from tests.conftest import BACKEND
+from tools import model_table
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -49,22 +47,6 @@ ROWS = [
 ]
 
 
-def variant_tables():
-    """Every `*_VARIANTS` table of every family package under keras_spvit.models."""
-    tables = {}
-    for family in pkgutil.iter_modules(keras_spvit.models.__path__):
-        if not family.ispkg:
-            continue
-        package = importlib.import_module(f"keras_spvit.models.{family.name}")
-        for module in pkgutil.iter_modules(package.__path__):
-            if module.name.endswith("_variants"):
-                loaded = importlib.import_module(f"{package.__name__}.{module.name}")
-                for name, value in vars(loaded).items():
-                    if name.endswith("_VARIANTS") and isinstance(value, dict):
-                        tables[name] = value
-    return tables
-
-
 def test_render_markdown_formats_rows():
     expected = """\
 | builder | variant | input px | params | GMACs | paper top-1 224 / 384 | official checkpoint |
@@ -75,13 +57,12 @@ def test_render_markdown_formats_rows():
     assert model_table.render_markdown(ROWS) == expected
 
 
-def test_every_variant_of_every_table_is_listed():
-    tables = variant_tables()
-    assert {"SPVIT_VARIANTS", "REFINED_VIT_VARIANTS", "PSVIT_VARIANTS"} <= set(tables)
-    assert {table for _, table, _ in model_table.FAMILIES} == set(tables)
+def test_every_variant_of_every_family_is_listed():
+    # That the family table holds every variant table: tests/zoo/test_families.py.
     listed = [entry.variant for entry in model_table.model_entries()]
-    expected = [variant for table in tables.values() for variant in table]
-    assert sorted(listed) == sorted(expected)
+    expected = [variant for family in FAMILIES for variant in family.variants]
+    assert listed == expected
+    assert {"spvit_s", "refined_vit_l", "psvit_tiny_cpu"} <= set(listed)
 
 
 def test_entries_name_the_public_builder_of_their_row():
@@ -96,7 +77,7 @@ def test_entries_name_the_public_builder_of_their_row():
 
 def test_official_weights_column():
     entries = {entry.variant: entry.official_weights for entry in model_table.model_entries()}
-    assert set(model_table.RELEASES) <= set(entries)
+    assert {variant for family in FAMILIES for variant in family.releases} <= set(entries)
     assert entries["spvit_s"] == "converts (SP-ViT release, 224, 384 px)"
     assert entries["spvit_l_released"] == "converts (SP-ViT release, 224, 384 px)"
     assert entries["spvit_l"] == "none published"  # the release is the released layout

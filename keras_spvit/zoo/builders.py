@@ -1,9 +1,10 @@
-"""Named model builders from variant tables, shared by every family."""
+"""Builders from the family table: `assemble` (generic builders) and named variant builders."""
 
 import functools
 import inspect
 
 from keras_spvit.utils.validation import check_positive_int
+from keras_spvit.zoo.weights import build_with_weights
 
 CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
 DEFAULT_NUM_CLASSES = 1000
@@ -25,8 +26,6 @@ def assemble(backbone_cls, classifier_cls, num_classes, name, weights=None, **kw
     check_positive_int(num_classes, "num_classes")
     _check_known(backbone_cls, kwargs)
     if weights is not None:
-        from keras_spvit.models.pretrained import build_with_weights
-
         def build(**arguments):
             return assemble(backbone_cls, classifier_cls, name=name, **{**kwargs, **arguments})
 
@@ -71,8 +70,6 @@ def build_variant(generic, variants, variant, num_classes=None, image_shape=None
         return build_from_table(
             generic, variants, variant, num_classes=num_classes or DEFAULT_NUM_CLASSES, **kwargs
         )
-    from keras_spvit.models.pretrained import build_with_weights
-
     def build(image_shape=None, **overrides):
         if image_shape is not None:
             overrides["image_shape"] = image_shape
@@ -128,3 +125,22 @@ def variant_builder(generic, variants, variant, name, summary):
     >>> model = {name}(weights="spvit_s.pth", image_shape=(384, 384, 3))  # doctest: +SKIP
     """
     return named
+
+
+def named_builder(family, generic, name):
+    """The named builder `name` of a family, as its table row declares it.
+
+    Args:
+        family: a `keras_spvit.zoo.families.Family`.
+        generic: the family's generic builder function.
+        name: a key of `family.builders`.
+
+    Returns:
+        The builder function (see `variant_builder`).
+
+    Example:
+
+    >>> SPViT_S = named_builder(SPVIT, SPViT, "SPViT_S")
+    """
+    variant, summary = family.builders[name]
+    return variant_builder(generic, family.variants, variant, name, summary)

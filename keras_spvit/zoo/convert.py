@@ -27,16 +27,14 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_spvit.models.builders import build_variant
-from keras_spvit.models.pretrained import default_preprocessor
-from keras_spvit.models.psvit.psvit_builders import PSViT
-from keras_spvit.models.psvit.psvit_variants import PSVIT_VARIANTS
-from keras_spvit.models.refined_vit.refined_vit_builders import RefinedViT
-from keras_spvit.models.refined_vit.refined_vit_variants import REFINED_VIT_VARIANTS
-from keras_spvit.models.spvit.spvit_builders import SPViT
-from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
+from keras_spvit.models.image_classifier_preprocessor import default_preprocessor
+from keras_spvit.zoo import psvit, refined_vit, spvit
+from keras_spvit.zoo.builders import build_variant
+from keras_spvit.zoo.families import family_of_variant
 
-FAMILIES = ((SPViT, SPVIT_VARIANTS), (RefinedViT, REFINED_VIT_VARIANTS), (PSViT, PSVIT_VARIANTS))
+# The builder module of each family (the families themselves are declared in
+# `keras_spvit.zoo.families`).
+_BUILDER_MODULES = {module.__name__.rsplit(".", 1)[-1]: module for module in (spvit, refined_vit, psvit)}
 DEFAULT_TOLERANCE = 1e-5
 # Against the official code the converted tiny fixtures differ by <= 5e-6
 # (tests/cli/test_convert.py); float32 sums over a full-size network's
@@ -44,16 +42,15 @@ DEFAULT_TOLERANCE = 1e-5
 DEFAULT_REFERENCE_TOLERANCE = 1e-4
 
 
-def variant_names():
-    """Every variant name `convert_checkpoint` takes (the keys of the variant tables)."""
-    return sorted(name for _, table in FAMILIES for name in table)
+def generic_builder(family):
+    """The generic builder function of a family (`keras_spvit.SPViT`, ...).
 
+    Example:
 
-def _family_of(variant):
-    for generic, table in FAMILIES:
-        if variant in table:
-            return generic, table
-    raise ValueError(f"Unknown variant {variant!r}. Expected one of {variant_names()}.")
+    >>> generic_builder(family_of_variant("spvit_s")).__name__
+    'SPViT'
+    """
+    return getattr(_BUILDER_MODULES[family.name], family.generic)
 
 
 class VerificationError(RuntimeError):
@@ -204,7 +201,7 @@ def convert_checkpoint(
             folder or handle), e.g. to change a preset's resolution.
         out_dir: the preset folder to write.
         variant: a variant name, e.g. `"spvit_s"`, `"lvvit_m"`,
-            `"refined_vit_s"` (see `variant_names()`).
+            `"refined_vit_s"` (see `keras_spvit.zoo.families.variant_names()`).
         num_classes: optional int. Classes of the heads; defaults to the
             checkpoint's. Another count keeps the backbone only.
         image_size: optional int or `(height, width)`. Defaults to the
@@ -238,7 +235,8 @@ def convert_checkpoint(
     >>> report = convert_checkpoint("spvit_s_224.pth", "spvit_s_imagenet", "spvit_s")
     >>> print(report)  # doctest: +SKIP
     """
-    generic, table = _family_of(variant)
+    family = family_of_variant(variant)
+    generic, table = generic_builder(family), family.variants
     out_dir = os.fspath(out_dir)
     if reference is not None:
         reference = load_reference(reference)

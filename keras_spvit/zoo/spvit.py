@@ -1,9 +1,9 @@
 """Model builders of the SP-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.builders import assemble, variant_builder
 from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
 from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
-from keras_spvit.models.spvit.spvit_variants import SPVIT_VARIANTS
+from keras_spvit.zoo.builders import assemble, named_builder
+from keras_spvit.zoo.families import SPVIT
 
 
 def SPViT(
@@ -72,21 +72,14 @@ def SPViT(
     )
 
 
-def _named(variant, name, summary):
-    return variant_builder(SPViT, SPVIT_VARIANTS, variant, name, summary)
+def _named(name):
+    return named_builder(SPVIT, SPViT, name)
 
 
-SPViT_S = _named("spvit_s", "SPViT_S", "SP-ViT-S: 26.2M parameters, 14 spatial-prior blocks.")
-SPViT_M = _named("spvit_m", "SPViT_M", "SP-ViT-M: 56.0M parameters, 10 spatial-prior blocks.")
-_SPViT_L_Paper = _named(
-    "spvit_l", "SPViT_L", "SP-ViT-L as the paper describes it: spatial priors in blocks 0-21."
-)
-SPViT_L_Released = _named(
-    "spvit_l_released",
-    "SPViT_L_Released",
-    "SP-ViT-L as the released code builds it: no spatial-prior block, class "
-    "token entering before block 22.",
-)
+SPViT_S = _named("SPViT_S")
+SPViT_M = _named("SPViT_M")
+_SPViT_L_Paper = _named("SPViT_L")
+SPViT_L_Released = _named("SPViT_L_Released")
 
 
 def SPViT_L(num_classes=None, image_shape=None, released=False, weights=None, **kwargs):
@@ -115,12 +108,8 @@ def SPViT_L(num_classes=None, image_shape=None, released=False, weights=None, **
     return builder(num_classes=num_classes, image_shape=image_shape, weights=weights, **kwargs)
 
 
-LVViT_S = _named("lvvit_s", "LVViT_S", "LV-ViT-S: the K = 0 baseline of SP-ViT-S.")
-LVViT_M = _named("lvvit_m", "LVViT_M", "LV-ViT-M: the K = 0 baseline of SP-ViT-M.")
-LVViT_L = _named("lvvit_l", "LVViT_L", "LV-ViT-L: the K = 0 baseline of SP-ViT-L.")
-SPViT_Tiny = _named(
-    "spvit_tiny", "SPViT_Tiny", "A CPU-sized SP-ViT (dim 64, 4 blocks, 2 priors) for 32 px images."
-)
-LVViT_Tiny = _named(
-    "lvvit_tiny", "LVViT_Tiny", "SPViT_Tiny without spatial priors: the vanilla-attention baseline."
-)
+LVViT_S = _named("LVViT_S")
+LVViT_M = _named("LVViT_M")
+LVViT_L = _named("LVViT_L")
+SPViT_Tiny = _named("SPViT_Tiny")
+LVViT_Tiny = _named("LVViT_Tiny")

@@ -6,7 +6,7 @@ the paper's top-1 (from the table's `info`), and whether an official
 checkpoint exists and converts. Listing the variants (`model_entries`) builds
 nothing; measuring them (`model_rows`) builds each model once.
 
-Run `python -m keras_spvit.utils.model_table` to rewrite the README's table
+Run `python tools/model_table.py` to rewrite the README's table
 between the `<!-- model-table:start -->` and `<!-- model-table:end -->`
 lines, or with `--check` to fail with a diff if it is stale.
 """
@@ -15,71 +15,20 @@ import argparse
 import dataclasses
 import difflib
 import functools
-import importlib
-import importlib.util
 import math
-import re
 import sys
 from pathlib import Path
 
 import keras
 
 import keras_spvit
-from keras_spvit.models.builders import build_from_table
-from keras_spvit.utils.flops import count_macs
+from keras_spvit.zoo.builders import build_from_table
+from keras_spvit.zoo.families import FAMILIES
 
 START_MARKER = "<!-- model-table:start -->"
 END_MARKER = "<!-- model-table:end -->"
 NUM_CLASSES = 1000
-COMMAND = "python -m keras_spvit.utils.model_table"
-
-
-@dataclasses.dataclass(frozen=True)
-class Release:
-    """An official checkpoint release: the repository whose code wrote it."""
-
-    repo: str
-    image_sizes: tuple
-
-    @property
-    def name(self):
-        return self.repo.split("/")[-1]
-
-
-# Checkpoints the authors publish: a fact about the world, read off each
-# repository's README, not derivable from our code.
-# - ZhouYuxuanYX/SP-ViT: SP-ViT-S/M/L at 224 and 384 px (GitHub release
-#   "download"). Its L was trained with the released code, which builds no
-#   spatial-prior block: the layout of `spvit_l_released`, not the paper's L.
-# - zihangJiang/TokenLabeling: LV-ViT-S/M at 224 and 384 px, LV-ViT-L at
-#   448 px (Google Drive). Written by LV-ViT's own code, whose blocks have no
-#   `pos_block` (PosCNN); our LV-ViT is SP-ViT's code at K = 0, which has one
-#   after every block, so `load_official_weights` rejects these checkpoints.
-# - zhoudaquan/Refiner_ViT: only Refiner-ViT-L at 448 px (Google Drive).
-# Whether a release converts is derived from the code: the family has a
-# weight mapping (`<family>_official_weights.py`) and the release comes from
-# the code the family ports (the `owner/repo @ commit` its variants module
-# names). "Converts" means the mapping fits that checkpoint's layout; we ship
-# no weights.
-_SPVIT = Release("ZhouYuxuanYX/SP-ViT", (224, 384))
-_LVVIT = Release("zihangJiang/TokenLabeling", (224, 384))
-RELEASES = {
-    "spvit_s": _SPVIT,
-    "spvit_m": _SPVIT,
-    "spvit_l_released": _SPVIT,
-    "lvvit_s": _LVVIT,
-    "lvvit_m": _LVVIT,
-    "lvvit_l": Release("zihangJiang/TokenLabeling", (448,)),
-    "refined_vit_l": Release("zhoudaquan/Refiner_ViT", (448,)),
-}
-
-# The families: (package, variant table, generic builder). The tests check
-# that no `*_VARIANTS` table under `keras_spvit.models` is missing here.
-FAMILIES = (
-    ("keras_spvit.models.spvit", "SPVIT_VARIANTS", "SPViT"),
-    ("keras_spvit.models.refined_vit", "REFINED_VIT_VARIANTS", "RefinedViT"),
-    ("keras_spvit.models.psvit", "PSVIT_VARIANTS", "PSViT"),
-)
+COMMAND = "python tools/model_table.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,44 +52,25 @@ class ModelEntry:
     official_weights: str
 
 
-def _named_builders(generic):
-    """`{variant: public builder name}` of the family's named builders.
+def official_weights(family, variant):
+    """What the family table says about a variant's official checkpoint.
 
-    A builder made by `variant_builder` says "the 'x' row" in its docstring;
-    hand-written wrappers (`SPViT_L`) call one such builder under their name.
+    "converts": the family has a converter and the release comes from the
+    code the family ports; "layout not mapped": another code wrote it.
+
+    Example:
+
+    >>> official_weights(FAMILIES[0], "spvit_s")
+    'converts (SP-ViT release, 224, 384 px)'
     """
-    module = importlib.import_module(generic.__module__)
-    names = {}
-    for value in vars(module).values():
-        doc = getattr(value, "__doc__", None) or ""
-        match = re.search(r"the '([^']+)' row", doc)
-        name = getattr(value, "__name__", None)
-        if callable(value) and match and callable(getattr(keras_spvit, name, None)):
-            names.setdefault(match.group(1), name)
-    return names
-
-
-def _ported_repos(variants_module):
-    """Repositories (`owner/name @ commit`) whose code the family's table follows."""
-    pattern = r"([\w.-]+/[\w.-]+) @ [0-9a-f]{7,40}\b"
-    return set(re.findall(pattern, variants_module.__doc__ or ""))
-
-
-def _has_converter(package):
-    """Whether the family has `<family>_official_weights.py` (a weight mapping)."""
-    family = package.rsplit(".", 1)[-1]
-    return importlib.util.find_spec(f"{package}.{family}_official_weights") is not None
-
-
-def _official_weights(variant, converter, ported):
-    release = RELEASES.get(variant)
+    release = family.releases.get(variant)
     if release is None:
         return "none published"
     sizes = ", ".join(str(size) for size in release.image_sizes)
     where = f"{release.name} release, {sizes} px"
-    if not converter:
+    if family.converter is None:
         return f"no converter ({where})"
-    if release.repo not in ported:
+    if release.repo != family.ports:
         return f"layout not mapped ({where})"
     return f"converts ({where})"
 
@@ -157,28 +87,22 @@ def model_entries():
     ['SPViT_S', 'SPViT_M']
     """
     entries = []
-    for package, table, generic_name in FAMILIES:
-        family = package.rsplit(".", 1)[-1]
-        variants_module = importlib.import_module(f"{package}.{family}_variants")
-        variants = getattr(variants_module, table)
-        generic = getattr(importlib.import_module(f"{package}.{family}_builders"), generic_name)
-        names = _named_builders(generic)
-        converter = _has_converter(package)
-        ported = _ported_repos(variants_module)
-        for variant, row in variants.items():
-            if variant in names:
-                builder = names[variant]
+    for family in FAMILIES:
+        generic = getattr(keras_spvit, family.generic)
+        for variant, row in family.variants.items():
+            builder = family.builder_of(variant)
+            if builder is not None:
                 build = getattr(keras_spvit, builder)
             else:
-                builder = f"{generic_name}(**{table}[{variant!r}]['arch'])"
-                build = functools.partial(build_from_table, generic, variants, variant)
+                builder = f"{family.generic}(**{family.variants_table}[{variant!r}]['arch'])"
+                build = functools.partial(build_from_table, generic, family.variants, variant)
             entries.append(
                 ModelEntry(
                     builder=builder,
                     variant=variant,
                     build=build,
                     info=dict(row.get("info") or {}),
-                    official_weights=_official_weights(variant, converter, ported),
+                    official_weights=official_weights(family, variant),
                 )
             )
     return entries
@@ -215,7 +139,7 @@ def measure(entry, num_classes=NUM_CLASSES):
     try:
         image_size = tuple(int(s) for s in model.input_shape[1:3])
         params = sum(math.prod(w.shape) for w in model.trainable_weights)
-        gmacs = count_macs(model) / 1e9
+        gmacs = keras_spvit.count_macs(model) / 1e9
     finally:
         del model
         keras.backend.clear_session()
@@ -366,7 +290,7 @@ def update_readme(path, region, check=False, out=None):
 
 
 def main(argv=None):
-    """`python -m keras_spvit.utils.model_table [--check] [--readme README.md]`.
+    """`python tools/model_table.py [--check] [--readme README.md]`.
 
     Args:
         argv: command-line arguments (default `sys.argv[1:]`).

@@ -235,7 +235,7 @@ def make_token_labels(teacher, data, out, *, split="train", image_size=None, cro
     import keras
     import tensorflow as tf
 
-    from keras_spvit.data.augment import eval_transform
+    from keras_spvit.data.transforms import eval_transform
     from keras_spvit.models.dense_teacher import dense_teacher
 
     for name, value in (("top_k", top_k), ("batch_size", batch_size)):

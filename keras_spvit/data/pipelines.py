@@ -78,13 +78,6 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from keras_spvit.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _pair,
-    eval_transform,
-    normalize,
-)
 from keras_spvit.data.decode_errors import DecodeErrors, safe_decode
 from keras_spvit.data.dense_targets import (
     BOX_ORDERS,
@@ -94,6 +87,9 @@ from keras_spvit.data.dense_targets import (
     token_label_targets,
 )
 from keras_spvit.data.train_augment import TrainAugment
+from keras_spvit.data.transforms import eval_transform, normalize
+from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_spvit.utils.validation import check_size
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -379,7 +375,7 @@ def classification_pipeline(
     ...                                              np.arange(8) % 2))
     >>> train = classification_pipeline(source, image_size=32, batch_size=4, training=True)
     """
-    image_size = _pair(image_size, "image_size")
+    image_size = check_size(image_size, "image_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             f"Expected `batch_size` to be a positive int. Received: batch_size={batch_size!r}"
@@ -643,7 +639,7 @@ def _check_token_labels(token_labels, num_classes, token_grid, smoothing, box_or
             "Token labels need the model's token grid. Received: token_grid=None "
             "(e.g. token_grid=14 at 224 px with 16 px patches)"
         )
-    token_grid = _pair(token_grid, "token_grid")
+    token_grid = check_size(token_grid, "token_grid")
     if smoothing is None:
         smoothing = augment.label_smoothing
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data.augment import mix_token
 from keras_spvit.data.dense_targets import (
     compact_entries,
     max_samples_per_bin,
     roi_align,
     token_label_targets,
 )
+from keras_spvit.data.mix_token import mix_token
 from keras_spvit.data.pipelines import array_dataset
 from keras_spvit.data.rand_augment import RandAugment
 from keras_spvit.data.train_augment import TrainAugment, _fold

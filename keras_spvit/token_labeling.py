@@ -138,7 +138,8 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
     import tensorflow as tf
 
     from keras_spvit.data import sources
-    from keras_spvit.data.pipelines import _to_rgb, image_folder_key, list_image_folder
+    from keras_spvit.data.datasets import image_folder_key, list_image_folder
+    from keras_spvit.data.pipelines import _to_rgb
 
     kind, value = sources.parse_source(data)
     skip = set(skip)

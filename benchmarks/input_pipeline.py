@@ -167,7 +167,7 @@ def synthetic_image(rng, height, width):
 
 
 def _has_images(root):
-    from keras_spvit.data.pipelines import IMAGE_EXTENSIONS
+    from keras_spvit.data.datasets import IMAGE_EXTENSIONS
 
     if not os.path.isdir(root):
         return False
@@ -214,7 +214,7 @@ def jpeg_folder(args):
                 f.write(data)
         with open(marker, "w") as f:
             json.dump(spec, f)
-    from keras_spvit.data.pipelines import list_image_folder
+    from keras_spvit.data.datasets import list_image_folder
 
     paths, _, _ = list_image_folder(root)
     kb = statistics.fmean(os.path.getsize(p) for p in paths) / 1e3

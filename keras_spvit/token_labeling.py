@@ -139,7 +139,8 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
     import tensorflow as tf
 
     from keras_spvit.data import sources
-    from keras_spvit.data.pipelines import _to_rgb, image_folder_key, list_image_folder
+    from keras_spvit.data.datasets import image_folder_key, list_image_folder
+    from keras_spvit.data.pipelines import _to_rgb
 
     kind, value = sources.parse_source(data)
     skip = set(skip)
@@ -236,7 +237,7 @@ def make_token_labels(teacher, data, out, *, split="train", image_size=None, cro
     import keras
     import tensorflow as tf
 
-    from keras_spvit.data.augment import eval_transform
+    from keras_spvit.data.transforms import eval_transform
 
     for name, value in (("top_k", top_k), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:

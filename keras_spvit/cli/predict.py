@@ -74,7 +74,7 @@ def preprocessed_batches(images, preprocessing, batch_size):
     preprocessor or through the pipelines' evaluation transform."""
     import tensorflow as tf
 
-    from keras_spvit.data.augment import eval_transform
+    from keras_spvit.data.transforms import eval_transform
 
     if preprocessing.preprocessor is not None:
         # The preprocessor runs inside tf.data, as keras-hub's `predict` runs it.

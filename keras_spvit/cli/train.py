@@ -107,7 +107,7 @@ def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0)
     """
     import tensorflow as tf
 
-    from keras_spvit.data.augment import mix_token, token_targets
+    from keras_spvit.data.mix_token import mix_token, token_targets
 
     side = _token_side(model, image_size)
     patch = image_size // side

@@ -49,7 +49,7 @@ import math
 
 import tensorflow as tf
 
-from keras_spvit.data.augment import _pair
+from keras_spvit.utils.validation import check_size
 
 BOX_ORDERS = ("release", "consistent")
 TARGET_FORMATS = ("compact", "dense")
@@ -139,7 +139,7 @@ def roi_align(maps, boxes, output_size):
     >>> maps = tf.reshape(tf.range(16.0), (1, 4, 4, 1))
     >>> roi_align(maps, [[0.0, 0.0, 3.0, 3.0]], 1)[0, 0, 0, 0]  # mean of 3 x 3 samples: 7.5
     """
-    out_h, out_w = _pair(output_size, "output_size")
+    out_h, out_w = check_size(output_size, "output_size")
     maps = tf.convert_to_tensor(maps)
     if maps.shape.rank != 4:
         raise ValueError(
@@ -212,8 +212,8 @@ def max_samples_per_bin(map_shape, grid):
 
     >>> max_samples_per_bin((18, 18), 14)  # 2
     """
-    grid_h, grid_w = _pair(grid, "grid")
-    map_h, map_w = _pair(tuple(map_shape), "map_shape")
+    grid_h, grid_w = check_size(grid, "grid")
+    map_h, map_w = check_size(tuple(map_shape), "map_shape")
     return max(1, math.ceil(max(map_h, map_w) / min(grid_h, grid_w)))
 
 
@@ -285,7 +285,7 @@ def token_label_targets(
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"Expected `num_classes` to be a positive int. Received: num_classes={num_classes!r}")
-    grid_h, grid_w = _pair(grid, "grid")
+    grid_h, grid_w = check_size(grid, "grid")
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
         raise ValueError(f"Expected `smoothing` in [0, 1). Received: smoothing={smoothing!r}")
     if target_format not in TARGET_FORMATS:
@@ -413,7 +413,7 @@ def image_label_targets(label, *, num_classes, grid, entries, smoothing=0.0):
 
     >>> cls, tokens = image_label_targets(3, num_classes=10, grid=8, entries=46, smoothing=0.1)
     """
-    grid_h, grid_w = _pair(grid, "grid")
+    grid_h, grid_w = check_size(grid, "grid")
     on, off = _smoothing_values(float(smoothing), num_classes)
     label = tf.cast(label, tf.int32)
     class_target = tf.one_hot(label, num_classes, on, off, dtype=tf.float32)

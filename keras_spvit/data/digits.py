@@ -10,6 +10,7 @@ built-in `spvit_tiny_digits` preset) takes.
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 _PATH = Path(__file__).with_name("digits.npz")
 NUM_CLASSES = 10
@@ -117,8 +118,6 @@ def digits_dataset(
     >>> train = digits_dataset("train", image_size=32, batch_size=64)
     >>> images, labels = next(iter(train))  # (64, 32, 32, 3), (64,)
     """
-    import tensorflow as tf
-
     images, y = digits_split(split, test_fraction=test_fraction, seed=seed, uci_levels=True)
     x = images.astype("float32")[..., None] / float(UCI_MAX)
 

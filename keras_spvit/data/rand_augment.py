@@ -101,7 +101,7 @@ is about the map's centre. The released token-labeling code
 `(w / 2, h / 2)` in index units, half a cell off the map's centre; the
 other operations agree with it.
 
-Randomness is stateless (see `keras_spvit.data.augment`): the same seed
+Randomness is stateless (see `keras_spvit.data.seeds`): the same seed
 gives the same result, eagerly and in a parallel `tf.data.map`.
 """
 
@@ -110,7 +110,9 @@ import re
 
 import tensorflow as tf
 
-from keras_spvit.data.augment import IMAGENET_MEAN, _split, as_seed, to_float_image
+from keras_spvit.data.seeds import as_seed, split_seed
+from keras_spvit.data.transforms import to_float_image
+from keras_spvit.utils.preprocessing import IMAGENET_MEAN
 
 __all__ = [
     "DEFAULT_FILL",
@@ -1205,7 +1207,7 @@ class RandAugment:
 
     Call arguments:
         image: `(height, width, 3)` float in [0, 1] (or uint8).
-        seed: shape-`(2,)` int tensor or int (see `keras_spvit.data.augment`).
+        seed: shape-`(2,)` int tensor or int (see `keras_spvit.data.seeds`).
         label_map: optional `(h, w)` or `(h, w, C)` tensor of any dtype.
 
     Returns `image` (float32 in [0, 1], same shape), or `(image, label_map)`
@@ -1286,7 +1288,7 @@ class RandAugment:
         >>> ops, applied, magnitudes, negate, bicubic = RandAugment().sample(0)
         """
         n = self.num_ops
-        choice_seed, uniform_seed, normal_seed = _split(as_seed(seed), 3)
+        choice_seed, uniform_seed, normal_seed = split_seed(as_seed(seed), 3)
         ops = tf.random.stateless_uniform(
             (n,), choice_seed, 0, len(self.transforms), dtype=tf.int32
         )

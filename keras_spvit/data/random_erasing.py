@@ -8,7 +8,7 @@ afterwards, so `random_erasing` writes `value * std + mean` on the [0, 1]
 image: after `(x - mean) / std` the erased pixels are exactly timm's values.
 The written values are not clipped to [0, 1] (neither are timm's).
 
-Randomness is stateless (see `keras_spvit.data.augment`): the same seed gives
+Randomness is stateless (see `keras_spvit.data.seeds`): the same seed gives
 the same result, in eager mode and in a parallel `tf.data.map`.
 """
 
@@ -16,13 +16,10 @@ import math
 
 import tensorflow as tf
 
-from keras_spvit.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _probability,
-    _split,
-    to_float_image,
-)
+from keras_spvit.data.seeds import split_seed
+from keras_spvit.data.transforms import to_float_image
+from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_spvit.utils.validation import check_probability
 
 ERASING_MODES = ("pixel", "rand", "const")
 
@@ -95,7 +92,7 @@ def sample_erasing_boxes(
         max_aspect: float >= min_aspect; `None` means `1 / min_aspect`.
         min_count: int >= 1. Fewest boxes.
         max_count: int >= min_count; `None` means `min_count`.
-        seed: seed (see `keras_spvit.data.augment`).
+        seed: seed (see `keras_spvit.data.seeds`).
 
     Returns:
         `(top, left, box_height, box_width)`: int32 tensors of shape
@@ -109,7 +106,7 @@ def sample_erasing_boxes(
     max_aspect, max_count = _check_erasing_args(
         min_area, max_area, min_aspect, max_aspect, min_count, max_count
     )
-    count_seed, area_seed, aspect_seed, offset_seed = _split(seed, 4)
+    count_seed, area_seed, aspect_seed, offset_seed = split_seed(seed, 4)
     # float64 so the rounding matches timm's Python floats.
     height = tf.cast(height, tf.float64)
     width = tf.cast(width, tf.float64)
@@ -194,7 +191,7 @@ def random_erasing(
         max_count: int >= min_count; `None` means `min_count`.
         mean: per-channel means the pipeline normalises with, one per channel.
         std: per-channel standard deviations, positive, one per channel.
-        seed: seed (see `keras_spvit.data.augment`): an int or a shape-`(2,)`
+        seed: seed (see `keras_spvit.data.seeds`): an int or a shape-`(2,)`
             int tensor; `None` draws a fresh one.
 
     Returns:
@@ -207,7 +204,7 @@ def random_erasing(
     >>> erased = random_erasing(image, 0.25, mode="pixel", seed=tf.constant([1, 2]))
     >>> x = normalize(erased)  # erased pixels ~ N(0, 1), as timm's
     """
-    probability = _probability(probability, "probability")
+    probability = check_probability(probability, "probability")
     if mode not in ERASING_MODES:
         raise ValueError(f"Expected `mode` in {list(ERASING_MODES)}. Received: mode={mode!r}")
     max_aspect, max_count = _check_erasing_args(
@@ -234,7 +231,7 @@ def random_erasing(
     channels = len(mean_values)
     mean_t = tf.constant(mean_values, tf.float32)
     std_t = tf.constant(std_values, tf.float32)
-    gate_seed, box_seed, value_seed = _split(seed, 3)
+    gate_seed, box_seed, value_seed = split_seed(seed, 3)
 
     def erase():
         shape = tf.shape(image)
@@ -243,7 +240,7 @@ def random_erasing(
             min_count, max_count, box_seed,
         )
         out = image
-        for slot, slot_seed in enumerate(_split(value_seed, max_count)):
+        for slot, slot_seed in enumerate(split_seed(value_seed, max_count)):
             top, left, h, w = tops[slot], lefts[slot], heights[slot], widths[slot]
             if mode == "pixel":
                 noise = tf.random.stateless_normal((h, w, channels), slot_seed)

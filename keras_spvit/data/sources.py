@@ -16,12 +16,14 @@ a crop and normalised with mean = std = 0.5; the others with the pipelines'
 defaults (crop 0.875, ImageNet mean and std).
 """
 
+import inspect
 import os
 import re
 
 import numpy as np
 
-from keras_spvit.data import idx
+from keras_spvit.data import datasets, idx, pipelines
+from keras_spvit.data.datasets import image_folder_key, list_image_folder
 from keras_spvit.data.digits import digits_split
 
 DIGITS_MEAN = DIGITS_STD = (0.5, 0.5, 0.5)
@@ -93,10 +95,6 @@ def source_preprocessing(source=None, **overrides):
     >>> source_preprocessing("digits")["crop_pct"]
     1.0
     """
-    import inspect
-
-    from keras_spvit.data import pipelines
-
     defaults = inspect.signature(pipelines.classification_pipeline).parameters
     values = {key: defaults[key].default for key in ("crop_pct", "mean", "std", "interpolation")}
     if source is not None and parse_source(source)[0] in GREY_KINDS:
@@ -276,8 +274,6 @@ def source_keys(source, split):
         _, labels, first = source_arrays(source, split)
         return [str(first + i) for i in range(len(labels))]
     if kind == "folder":
-        from keras_spvit.data.pipelines import image_folder_key, list_image_folder
-
         return [image_folder_key(path, value) for path in list_image_folder(value)[0]]
     return None
 
@@ -295,8 +291,6 @@ def source_info(source, data_dir=None):
     if kind == "npz":
         return {"num_classes": int(_npz_arrays(value)[1].max()) + 1, "class_names": None}
     if kind == "folder":
-        from keras_spvit.data.pipelines import list_image_folder
-
         names = list(list_image_folder(value)[2])
         return {"num_classes": len(names), "class_names": names}
     import tensorflow_datasets as tfds
@@ -334,8 +328,6 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
     >>> train, info = source_dataset("digits", "train", image_size=32, batch_size=64,
     ...                              training=True)
     """
-    from keras_spvit.data import pipelines
-
     kind, value = parse_source(source)
     common = {"image_size": image_size, "batch_size": batch_size, "training": training,
               "augment": augment, "seed": seed}
@@ -344,7 +336,7 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         for key, value in source_preprocessing("digits").items():
             options.setdefault(key, value)
         options.setdefault("cache", True)
-        dataset = pipelines.array_dataset(images, labels, num_classes=num_classes or 10,
+        dataset = datasets.array_dataset(images, labels, num_classes=num_classes or 10,
                                           **common, **options)
         return dataset, {"num_classes": 10, "class_names": [str(i) for i in range(10)]}
     if kind in ("fashion_mnist", "idx"):
@@ -354,17 +346,17 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         images, labels, first = source_arrays(source, split, data_dir)
         info = source_info(source)
         classes = num_classes or info["num_classes"]
-        dataset = pipelines.array_dataset(images, labels, num_classes=classes, first_index=first,
+        dataset = datasets.array_dataset(images, labels, num_classes=classes, first_index=first,
                                           **common, **options)
         return dataset, {"num_classes": classes, "class_names": info["class_names"]}
     if kind == "npz":
         images, labels = _npz_arrays(value)
         classes = num_classes or int(labels.max()) + 1
-        dataset = pipelines.array_dataset(images, labels, num_classes=classes, **common,
+        dataset = datasets.array_dataset(images, labels, num_classes=classes, **common,
                                           **options)
         return dataset, {"num_classes": classes, "class_names": None}
     if kind == "folder":
-        dataset = pipelines.image_folder_dataset(value, num_classes=num_classes, **common,
+        dataset = datasets.image_folder_dataset(value, num_classes=num_classes, **common,
                                                  **options)
         names = list(dataset.class_names)
         return dataset, {"num_classes": num_classes or len(names), "class_names": names}
@@ -375,6 +367,6 @@ def source_dataset(source, split, *, image_size, batch_size, training, augment=N
         builder = tfds.builder(value, data_dir=data_dir)
         label = builder.info.features["label"]
         classes = label.num_classes
-    dataset = pipelines.tfds_dataset(value, split, data_dir=data_dir, num_classes=classes,
+    dataset = datasets.tfds_dataset(value, split, data_dir=data_dir, num_classes=classes,
                                      **common, **options)
     return dataset, {"num_classes": classes, "class_names": None}

@@ -30,7 +30,11 @@ import json
 import os
 import threading
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from keras_spvit.utils.torch_checkpoint import read_torch_checkpoint
 
 FORMAT = "keras_spvit.token_labels"
 VERSION = 1
@@ -418,8 +422,6 @@ class TokenLabels:
         >>> labels = TokenLabels.open("labels")
         >>> dataset = dataset.map(lambda x, y, key: (x, y) + labels.lookup(key))
         """
-        import tensorflow as tf
-
         keys = tf.convert_to_tensor(keys, tf.string)
         scores, ids, found = tf.numpy_function(
             self._lookup_numpy, [keys], [tf.float32, tf.int32, tf.bool], stateful=False,
@@ -453,8 +455,6 @@ def read_released_label(path):
     >>> scores.shape
     (18, 18, 5)
     """
-    from keras_spvit.utils.torch_checkpoint import read_torch_checkpoint
-
     value = read_torch_checkpoint(path)
     if not isinstance(value, np.ndarray) or value.ndim != 4 or value.shape[0] != 2:
         shape = getattr(value, "shape", type(value).__name__)
@@ -534,8 +534,6 @@ def convert_released_labels(root, out, *, num_classes=1000, teacher="released NF
         if done:
             print(f"Continuing {os.fspath(out)!r}: {len(done)} of {len(files)} labels already "
                   "converted.")
-        import keras
-
         bar = keras.utils.Progbar(len(todo), unit_name="file")
     written = 0
     with writer:

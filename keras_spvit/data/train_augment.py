@@ -15,21 +15,22 @@ any Keras backend.
 import keras
 import tensorflow as tf
 
-from keras_spvit.data.augment import (
-    _check_interpolation,
-    _pair,
-    _probability,
-    _range,
-    _resize,
-    _split,
-    as_seed,
+from keras_spvit.data.rand_augment import RandAugment, quantize
+from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
+from keras_spvit.data.seeds import as_seed, split_seed
+from keras_spvit.data.transforms import (
+    check_interpolation,
     color_jitter,
     random_resized_crop,
+    resize_image,
     sample_crop_box,
     to_float_image,
 )
-from keras_spvit.data.rand_augment import RandAugment, quantize
-from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
+from keras_spvit.utils.validation import (
+    check_increasing_pair,
+    check_probability,
+    check_size,
+)
 
 
 class TFDataEqualization(keras.layers.Equalization):
@@ -178,11 +179,11 @@ class TrainAugment:
         seed=None,
     ):
         # === Config ===
-        self.scale = _range(scale, "scale", 0.0, 1.0)
-        self.ratio = _range(ratio, "ratio", 0.0)
-        _check_interpolation(interpolation)
+        self.scale = check_increasing_pair(scale, "scale", 0.0, 1.0)
+        self.ratio = check_increasing_pair(ratio, "ratio", 0.0)
+        check_interpolation(interpolation)
         self.interpolation = interpolation
-        self.hflip = _probability(hflip, "hflip")
+        self.hflip = check_probability(hflip, "hflip")
         if isinstance(color_jitter, (int, float)) and not isinstance(color_jitter, bool):
             color_jitter = (color_jitter, color_jitter, color_jitter, 0.0)
         if color_jitter is not None and (
@@ -209,9 +210,9 @@ class TrainAugment:
         if not isinstance(mixup_alpha, (int, float)) or mixup_alpha < 0:
             raise ValueError(f"Expected `mixup_alpha` >= 0. Received: mixup_alpha={mixup_alpha!r}")
         self.mixup_alpha = float(mixup_alpha)
-        self.cutmix_alpha = _probability(cutmix_alpha, "cutmix_alpha")
-        self.mix_prob = _probability(mix_prob, "mix_prob")
-        self.switch_prob = _probability(switch_prob, "switch_prob")
+        self.cutmix_alpha = check_probability(cutmix_alpha, "cutmix_alpha")
+        self.mix_prob = check_probability(mix_prob, "mix_prob")
+        self.switch_prob = check_probability(switch_prob, "switch_prob")
         if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
             raise ValueError(
                 "Expected `label_smoothing` in [0, 1). "
@@ -256,7 +257,7 @@ class TrainAugment:
                 f"keras.layers.RandomErasing. Received: random_erasing={random_erasing!r}"
             )
         else:
-            self._erasing_probability = _probability(random_erasing, "random_erasing")
+            self._erasing_probability = check_probability(random_erasing, "random_erasing")
             self.random_erasing = self._erasing_probability
         self._mixup = keras.layers.MixUp(alpha=self.mixup_alpha, seed=seed) if mixup_alpha else None
         self._cutmix = (
@@ -343,7 +344,7 @@ class TrainAugment:
         return f"TrainAugment({args})"
 
     def _crop_flip_jitter(self, image, size, seed):
-        crop_seed, flip_seed, jitter_seed = _split(seed, 3)
+        crop_seed, flip_seed, jitter_seed = split_seed(seed, 3)
         image = random_resized_crop(
             image, size, self.scale, self.ratio, self.interpolation, crop_seed
         )
@@ -360,7 +361,7 @@ class TrainAugment:
         Random erasing is not applied here (unless it is a Keras layer): it
         works on normalised pixels, see `erase`.
         """
-        size = _pair(size, "size")
+        size = check_size(size, "size")
         image = self._crop_flip_jitter(image, size, seed)
         if self._rand_augment is not None:
             image = self._rand_augment(image, _fold(seed, 1))
@@ -416,8 +417,8 @@ class TrainAugment:
                 "Keras' RandAugment layer cannot move a label map; use a policy string or a "
                 f"keras_spvit RandAugment. Received: randaugment={self.randaugment!r}"
             )
-        size = _pair(size, "size")
-        crop_seed, flip_seed, jitter_seed = _split(seed, 3)
+        size = check_size(size, "size")
+        crop_seed, flip_seed, jitter_seed = split_seed(seed, 3)
         image = to_float_image(image)
         label_map = tf.convert_to_tensor(label_map)
         if label_map.shape.rank not in (2, 3):
@@ -442,7 +443,7 @@ class TrainAugment:
             shape[0], shape[1], self.scale, self.ratio, crop_seed
         )
         crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
-        crop = _resize(crop, size, self.interpolation)
+        crop = resize_image(crop, size, self.interpolation)
         if self._keras_erasing is not None:
             crop = self._keras_erasing(crop[None], training=True)[0]
         box = tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.float32) / tf.cast(
@@ -483,7 +484,7 @@ class TrainAugment:
                 "with a policy string or a fast RandAugment). Received: "
                 f"batch_rand_augment={self.batch_rand_augment!r}, randaugment={self.randaugment!r}"
             )
-        size = _pair(size, "size")
+        size = check_size(size, "size")
         image = self._crop_flip_jitter(image, size, seed)
         pixels = tf.ensure_shape(tf.cast(quantize(image), tf.uint8), (*size, 3))
         return pixels, self._rand_augment.sample(_fold(seed, 1))

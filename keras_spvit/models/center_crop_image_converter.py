@@ -1,4 +1,3 @@
-import math
 import numbers
 
 import keras
@@ -9,9 +8,12 @@ from keras_hub.src.utils.tensor_utils import in_tf_function
 
 from keras_spvit.models.image_inputs import check_converter_images
 from keras_spvit.models.naming import default_name
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_spvit.utils.preprocessing import (
+    center_crop_offset,
+    eval_resized_shape,
+    eval_resized_shape_tf,
+)
+from keras_spvit.utils.validation import check_crop_pct
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
@@ -81,20 +83,12 @@ class CenterCropImageConverter(ImageConverter):
         **kwargs,
     ):
         if crop_pct is not None:
-            if (
-                isinstance(crop_pct, bool)
-                or not isinstance(crop_pct, numbers.Real)
-                or not 0.0 < crop_pct <= 1.0
-            ):
-                raise ValueError(
-                    f"Expected a float in (0, 1] for `crop_pct`. Received: crop_pct={crop_pct!r}"
-                )
+            crop_pct = check_crop_pct(crop_pct)
             if image_size is None:
                 raise ValueError(
                     "`crop_pct` needs an `image_size` to crop to. Received: "
                     f"crop_pct={crop_pct}, image_size=None"
                 )
-            crop_pct = float(crop_pct)
         if (mean is None) != (std is None):
             raise ValueError(
                 f"Pass both `mean` and `std`, or neither. Received: mean={mean!r}, std={std!r}"
@@ -181,23 +175,11 @@ class CenterCropImageConverter(ImageConverter):
             return rank - 2, rank - 1
         return rank - 3, rank - 2
 
-    def _scaled_size(self, height, width):
-        """Size after timm's `Resize(floor(size / crop_pct))`, for a static input size."""
-        target_h, target_w = self.image_size
-        if target_h == target_w:
-            short = math.floor(target_h / self.crop_pct)
-            # torchvision's Resize(int): shorter side to `short`, the other
-            # truncated from the same ratio.
-            if height <= width:
-                return short, int(short * width / height)
-            return int(short * height / width), short
-        return math.floor(target_h / self.crop_pct), math.floor(target_w / self.crop_pct)
-
     def _resize_and_crop(self, images):
         rank = len(images.shape)
         h_axis, w_axis = self._spatial_axes(rank)
         height, width = int(images.shape[h_axis]), int(images.shape[w_axis])
-        new_h, new_w = self._scaled_size(height, width)
+        new_h, new_w = eval_resized_shape(height, width, self.image_size, self.crop_pct)
         images = ops.cast(images, self.compute_dtype)
         images = ops.image.resize(
             images,
@@ -207,8 +189,8 @@ class CenterCropImageConverter(ImageConverter):
             data_format=self.data_format,
         )
         target_h, target_w = self.image_size
-        top = round((new_h - target_h) / 2.0)
-        left = round((new_w - target_w) / 2.0)
+        top = center_crop_offset(new_h, target_h)
+        left = center_crop_offset(new_w, target_w)
         index = [slice(None)] * rank
         index[h_axis] = slice(top, top + target_h)
         index[w_axis] = slice(left, left + target_w)
@@ -224,24 +206,18 @@ class CenterCropImageConverter(ImageConverter):
             perm = [0, 2, 3, 1] if images.shape.rank == 4 else [1, 2, 0]
             images = tf.transpose(images, perm)
         shape = tf.shape(images)
-        height = tf.cast(shape[-3], "float64")
-        width = tf.cast(shape[-2], "float64")
+        new_h, new_w = tf.unstack(
+            eval_resized_shape_tf(shape[-3], shape[-2], self.image_size, self.crop_pct)
+        )
         target_h, target_w = self.image_size
-        if target_h == target_w:
-            short = tf.constant(float(math.floor(target_h / self.crop_pct)), "float64")
-            new_h = tf.where(height <= width, short, tf.floor(short * height / width))
-            new_w = tf.where(height <= width, tf.floor(short * width / height), short)
-        else:
-            new_h = tf.constant(float(math.floor(target_h / self.crop_pct)), "float64")
-            new_w = tf.constant(float(math.floor(target_w / self.crop_pct)), "float64")
         images = tf.image.resize(
             tf.cast(images, "float32"),
             tf.cast(tf.stack([new_h, new_w]), "int32"),
             method=self.interpolation,
             antialias=self.antialias,
         )
-        top = tf.cast(tf.round((new_h - target_h) / 2.0), "int32")
-        left = tf.cast(tf.round((new_w - target_w) / 2.0), "int32")
+        top = tf.cast(center_crop_offset(new_h, target_h), "int32")
+        left = tf.cast(center_crop_offset(new_w, target_w), "int32")
         images = images[..., top : top + target_h, left : left + target_w, :]
         images = tf.cast(images, self.compute_dtype)
         if channels_first:

@@ -1,6 +1,6 @@
 from keras_hub.models import ImageClassifierPreprocessor
 
-from keras_spvit.models.center_crop_image_converter import IMAGENET_MEAN, IMAGENET_STD
+from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_spvit.models.naming import default_name
 
 

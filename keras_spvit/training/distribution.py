@@ -21,23 +21,22 @@ datasets from `distribute_input` (or shard per process yourself).
 """
 
 import contextlib
+import json
+import os
 
 import keras
+import tensorflow as tf
 
 MODES = ("none", "auto", "mirrored", "multi_worker")
 
 
 def _tf_devices():
-    import tensorflow as tf
-
     gpus = tf.config.list_logical_devices("GPU")
     return gpus or tf.config.list_logical_devices("CPU")
 
 
 def _single_gpu():
     """The name of the only GPU TensorFlow sees, else `None`."""
-    import tensorflow as tf
-
     gpus = tf.config.list_logical_devices("GPU")
     return gpus[0].name if len(gpus) == 1 else None
 
@@ -81,9 +80,6 @@ def multi_worker_environment():
 
     >>> multi_worker_environment()  # a laptop
     """
-    import json
-    import os
-
     backend = keras.backend.backend()
     if backend == "tensorflow":
         try:
@@ -175,8 +171,6 @@ def data_parallel(mode="auto"):
         yield 1
         return
     if backend == "tensorflow":
-        import tensorflow as tf
-
         if mode == "multi_worker":
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         else:
@@ -258,8 +252,6 @@ def worker(strategy=None):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         if strategy is None and tf.distribute.has_strategy():
             strategy = tf.distribute.get_strategy()
         resolver = getattr(strategy, "cluster_resolver", None)
@@ -341,8 +333,6 @@ def distribute_input(dataset_fn):
         )
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         if tf.distribute.has_strategy():
             strategy = tf.distribute.get_strategy()
             if _tf_num_workers(strategy) > 1:
@@ -362,8 +352,6 @@ def distribute_input(dataset_fn):
                     "distribution with auto_shard_dataset=False (data_parallel('multi_worker') "
                     f"does). Received: {distribution!r} with auto_shard_dataset=True"
                 )
-            import tensorflow as tf
-
             context = tf.distribute.InputContext(
                 num_input_pipelines=count,
                 input_pipeline_id=jax.process_index(),
@@ -377,8 +365,6 @@ def _replicas_and_processes(strategy=None):
     """`(replicas in sync, processes)` of the current data parallel setup."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         if strategy is None and tf.distribute.has_strategy():
             strategy = tf.distribute.get_strategy()
         if strategy is None:
@@ -398,7 +384,6 @@ def _replicas_and_processes(strategy=None):
 
 def count_examples(dataset):
     """Examples in a finite batched dataset of `(x, y)` (one pass, labels only kept)."""
-    import tensorflow as tf
 
     def size(count, batch):
         leaf = tf.nest.flatten(batch[1])[0]
@@ -439,8 +424,6 @@ def evaluation_input(dataset, global_batch, num_examples=None, strategy=None):
     >>> with data_parallel("mirrored"):
     ...     val = evaluation_input(val, 256)
     """
-    import tensorflow as tf
-
     replicas, processes = _replicas_and_processes(strategy)
     if replicas <= 1 and processes <= 1:
         return dataset

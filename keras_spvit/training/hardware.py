@@ -27,6 +27,7 @@ import os
 import warnings
 
 import keras
+import tensorflow as tf
 
 PRECISIONS = {
     "float32": "float32",
@@ -53,8 +54,6 @@ def accelerator():
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         if tf.config.list_logical_devices("TPU"):
             return "tpu"
         return "gpu" if tf.config.list_physical_devices("GPU") else None
@@ -75,8 +74,6 @@ def _gpu_compute_capability():
     backend = keras.backend.backend()
     try:
         if backend == "tensorflow":
-            import tensorflow as tf
-
             gpus = tf.config.list_physical_devices("GPU")
             details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
             capability = details.get("compute_capability")
@@ -210,8 +207,6 @@ def keep_tensorflow_off_gpus():
     """
     if keras.backend.backend() == "tensorflow":
         return False
-    import tensorflow as tf
-
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TensorFlow's runtime started with its GPUs
@@ -243,8 +238,6 @@ def describe_devices():
                  for d in jax.devices()]
         version = jax.__version__
     elif backend == "tensorflow":
-        import tensorflow as tf
-
         kinds = ("TPU", "GPU") if accelerator() else ("CPU",)
         for kind in kinds:
             names += [kind.lower() for _ in tf.config.list_logical_devices(kind)]

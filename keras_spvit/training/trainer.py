@@ -22,6 +22,7 @@ own, removed at the end.
 """
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -30,6 +31,8 @@ import tempfile
 import time
 
 import keras
+import tensorflow as tf
+from keras import ops
 
 from keras_spvit.training.callbacks import SwapEMAWeights, Throughput
 from keras_spvit.training.distribution import evaluation_input, local_replicas, worker
@@ -47,8 +50,6 @@ from keras_spvit.training.schedules import warmup_cosine
 
 def top1_accuracy(y_true, y_pred):
     """Top-1 accuracy against class ids `(batch,)` or soft targets `(batch, classes)`."""
-    from keras import ops
-
     predicted = ops.argmax(y_pred, axis=-1)
     if len(y_true.shape) == len(y_pred.shape):
         y_true = ops.argmax(y_true, axis=-1)
@@ -71,7 +72,6 @@ def dense_targets(labels, token_labels=None):
 def for_model(dataset, model):
     """Maps `(images, labels)` or `(images, {"labels", "token_labels"})` to the
     targets `model` trains on (a third element, sample weights, is kept)."""
-    import tensorflow as tf
 
     def targets(y):
         if isinstance(y, dict) and "labels" not in y:
@@ -94,14 +94,10 @@ def for_model(dataset, model):
 def _is_distributed(dataset):
     if keras.backend.backend() != "tensorflow":
         return False
-    import tensorflow as tf
-
     return isinstance(dataset, tf.distribute.DistributedDataset)
 
 
 def _for_model(dataset, model):
-    import tensorflow as tf
-
     if isinstance(dataset, tf.distribute.DistributedDataset):
         return dataset  # `distribute_input`: targets mapped inside its dataset_fn
     return for_model(dataset, model)
@@ -215,8 +211,6 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
 
 
 def steps_in(dataset):
-    import tensorflow as tf
-
     if isinstance(dataset, tf.distribute.DistributedDataset):
         # One worker's pipeline of per-replica batches: a step takes one
         # batch per local replica.
@@ -451,8 +445,6 @@ def _engine_fit(model, workers, data, **kwargs):
     (`distribute_input`'s, preprocessed in its `dataset_fn`) goes to Keras'
     own `fit`.
     """
-    import tensorflow as tf
-
     distributed = isinstance(data, tf.distribute.DistributedDataset)
     if keras.backend.backend() != "tensorflow" or (workers < 2 and not distributed):
         return model.fit(data, **kwargs)
@@ -482,7 +474,6 @@ def _multi_worker_keras(model, data):
        equal on every replica anyway: metric variables are summed across
        all of them at each update.)
     """
-    import tensorflow as tf
 
     def one_replica(spec):
         if isinstance(spec, dict):
@@ -550,8 +541,6 @@ def _finalizing(optimizer, final):
 
 
 def _is_dataset(data):
-    import tensorflow as tf
-
     return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
 
 
@@ -570,8 +559,6 @@ def _say_resumed(backup_dir, position, epochs, steps_per_epoch, *, exact):
 def _last_logged(out_dir):
     # Killed after the last epoch's backup, before the final save: the
     # metrics come from the log.
-    import csv
-
     path = os.path.join(out_dir, "log.csv")
     if not os.path.exists(path):
         return {}

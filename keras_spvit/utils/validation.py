@@ -1,5 +1,6 @@
 """Eager argument checks whose messages name the bad value and what was expected."""
 
+import math
 import numbers
 
 
@@ -77,3 +78,83 @@ def check_transformer_dims(embed_dim, depth, num_heads):
             f"embed_dim={embed_dim}, num_heads={num_heads}"
         )
     return embed_dim, depth, num_heads
+
+
+def check_size(value, name):
+    """Returns `value` as a `(height, width)` tuple of positive ints.
+
+    Args:
+        value: a positive int (both sides) or a pair of positive ints.
+        name: the argument's name, for the message.
+
+    Example:
+
+    >>> check_size(32, "size")
+    (32, 32)
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a positive int or a pair of positive ints. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(value)
+
+
+def check_increasing_pair(value, name, low=0.0, high=math.inf):
+    """Returns `value` as an increasing `(min, max)` pair of floats in `[low, high]`.
+
+    Args:
+        value: a pair of numbers.
+        name: the argument's name, for the message.
+        low: lowest value allowed.
+        high: highest value allowed.
+
+    Example:
+
+    >>> check_increasing_pair((0.08, 1.0), "scale", 0.0, 1.0)
+    (0.08, 1.0)
+    """
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not low <= value[0] <= value[1] <= high
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be an increasing pair in [{low}, {high}]. "
+            f"Received: {name}={value!r}"
+        )
+    return (float(value[0]), float(value[1]))
+
+
+def check_probability(value, name):
+    """Returns `value` as a float in `[0, 1]` or raises a `ValueError`.
+
+    Example:
+
+    >>> check_probability(0.5, "hflip")
+    0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected `{name}` in [0, 1]. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_crop_pct(value):
+    """Returns a center-crop fraction as a float in `(0, 1]` or raises a `ValueError`.
+
+    Example:
+
+    >>> check_crop_pct(0.875)
+    0.875
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"Expected a float in (0, 1] for `crop_pct`. Received: crop_pct={value!r}"
+        )
+    return float(value)

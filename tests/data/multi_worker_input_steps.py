@@ -49,11 +49,11 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from keras_spvit.data import pipelines
+    from keras_spvit.data import datasets
     from keras_spvit.training.distribution import data_parallel, distribute_input
 
     decoded = []
-    read_image = pipelines._read_image
+    read_image = datasets._read_image
 
     def counting_read_image(path):
         def record(p):
@@ -64,10 +64,10 @@ def main(argv=None):
         with tf.control_dependencies([token]):
             return read_image(path)
 
-    pipelines._read_image = counting_read_image  # looked up when the pipeline is built
+    datasets._read_image = counting_read_image  # looked up when the pipeline is built
 
     build = functools.partial(
-        pipelines.image_folder_dataset, args.root, image_size=IMAGE_SIZE,
+        datasets.image_folder_dataset, args.root, image_size=IMAGE_SIZE,
         batch_size=BATCH_SIZE, training=True, seed=SEED, mean=(0, 0, 0), std=(1, 1, 1),
     )
 

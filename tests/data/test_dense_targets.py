@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data.augment import mix_token
+from keras_spvit.data.datasets import array_dataset
 from keras_spvit.data.dense_targets import (
     compact_entries,
     max_samples_per_bin,
     roi_align,
     token_label_targets,
 )
-from keras_spvit.data.pipelines import array_dataset
+from keras_spvit.data.mix_token import mix_token
 from keras_spvit.data.rand_augment import RandAugment
 from keras_spvit.data.train_augment import TrainAugment, _fold
 from keras_spvit.training.losses import TokenLabelCrossEntropy
@@ -444,7 +444,7 @@ def test_tiny_model_trains_on_token_label_batches():
 
 @TF_ONLY
 def test_image_folder_keys_reach_the_labels(tmp_path):
-    from keras_spvit.data.pipelines import image_folder_dataset, image_folder_key
+    from keras_spvit.data.datasets import image_folder_dataset, image_folder_key
 
     images, _, _ = toy_data()
     rng = np.random.default_rng(3)
@@ -494,7 +494,7 @@ def test_compact_targets_hold_every_support_on_random_crops(map_shape, grid):
 def test_tfds_records_are_keyed_by_tfds_id(tmp_path_factory):
     import tensorflow_datasets as tfds
 
-    from keras_spvit.data.pipelines import tfds_dataset
+    from keras_spvit.data.datasets import tfds_dataset
     from tests.data.test_pipelines import KerasSpvitTinyGrey
 
     data_dir = str(tmp_path_factory.mktemp("tfds_token_labels"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data.pipelines import array_dataset, image_folder_dataset
+from keras_spvit.data.datasets import array_dataset, image_folder_dataset
 from keras_spvit.data.train_augment import TrainAugment
 
 IMAGES = np.random.default_rng(0).integers(0, 255, (37, 20, 20, 3)).astype("uint8")

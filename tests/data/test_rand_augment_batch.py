@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import rand_augment
+from keras_spvit.data import IMAGENET_MEAN, IMAGENET_STD, normalize, rand_augment
 from keras_spvit.data.rand_augment import RandAugment, quantize
 from keras_spvit.data.train_augment import TrainAugment
-from keras_spvit.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 # Pure TensorFlow (runs inside tf.data whatever the Keras backend): tested on TensorFlow.
 pytestmark = pytest.mark.skipif(

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data.augment import normalize
 from keras_spvit.data.random_erasing import random_erasing, sample_erasing_boxes
+from keras_spvit.data.transforms import normalize
 
 # Pure TensorFlow code (it runs inside tf.data whatever the Keras backend), so
 # the results cannot depend on KERAS_BACKEND: the whole file runs on TensorFlow,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.models.center_crop_image_converter import IMAGENET_MEAN, IMAGENET_STD
+from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import BACKEND, to_numpy
 
 

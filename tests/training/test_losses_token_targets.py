@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from keras_spvit.data.augment import mix_token, token_targets
+from keras_spvit.data.mix_token import mix_token, token_targets
 from keras_spvit.training.losses import TokenLabelCrossEntropy, pack_top_k
 
 BATCH, GRID, CLASSES = 4, (3, 3), 7

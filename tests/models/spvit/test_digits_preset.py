@@ -5,7 +5,6 @@ import json
 
 import keras
 import numpy as np
-import pytest
 
 import keras_spvit
 from keras_spvit.data import digits_split

@@ -47,5 +47,17 @@ def _fresh_keras_state():
     keras.utils.clear_session(free_memory=False)
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The one shared tiny training run (`keras-spvit train`, SPViT 16 px on digits, 2
+    epochs): its folder. Every CLI test that needs a trained model reads it."""
+    from keras_spvit.cli import main
+    from tests.cli.test_train import _train_args
+
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(_train_args(out, epochs=2)) == 0
+    return out
+
+
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {BACKEND}, OMP threads {os.environ.get('OMP_NUM_THREADS')}"

@@ -42,7 +42,9 @@ def evaluate(model, dataset):
     loss_sum = seconds = 0.0
     for step, (images, labels) in enumerate(dataset):
         start = time.perf_counter()
-        logits = ops.convert_to_numpy(logits_of(model.predict_on_batch(images)))
+        # The images are preprocessed already: call the network, not a keras-hub
+        # task's `predict_on_batch` (it would run the task's preprocessor again).
+        logits = ops.convert_to_numpy(logits_of(model(images, training=False)))
         if step:
             seconds += time.perf_counter() - start
             timed += len(logits)

@@ -386,16 +386,18 @@ def run(args):
             # uninterrupted one would have.
             def train(epoch, batch):
                 return distribute_input(functools.partial(train_fn, start=(epoch, batch)))
-        val = None
-        if val_source:
-            val, _ = source_dataset(
-                val_source, val_split, image_size=image_size, batch_size=args.batch_size,
-                training=False, num_classes=num_classes, data_dir=args.data_dir, **options,
-                **checking,
-            )
         # What `evaluate` and `predict` read back to preprocess like the run did.
         preprocessing = {"image_size": [image_size, image_size],
                          **source_preprocessing(args.data, **options)}
+        val = None
+        if val_source:
+            # Validated as trained: the training source's normalisation, also when
+            # --val-data is another kind of source (its defaults may differ).
+            val, _ = source_dataset(
+                val_source, val_split, image_size=image_size, batch_size=args.batch_size,
+                training=False, num_classes=num_classes, data_dir=args.data_dir,
+                **source_preprocessing(args.data, **options), **checking,
+            )
         if chief:
             write_json(os.path.join(args.out, "train_config.json"),
                        {**vars(args), "run": None, "recipe": recipe.to_dict(),

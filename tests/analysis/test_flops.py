@@ -63,3 +63,20 @@ def test_psvit_variants_cost_what_their_deit_baselines_cost(variant, baseline):
     assert ours == pytest.approx(PSVIT_VARIANTS[variant]["info"]["gmacs"], abs=0.005)
     reference = backbone_gmacs(PSViTBackbone, PSVIT_VARIANTS[baseline]["arch"])
     assert 0.9 * reference <= ours <= 1.02 * reference
+
+
+def test_tiny_model_macs_counted_by_hand():
+    # 16 px, 4 px patches: a 4 x 4 grid, 16 patch tokens + 1 class token, width 16,
+    # MLP 48, 2 blocks each followed by a PosCNN (3 x 3 depthwise on the grid),
+    # class head on the class token, aux head on the 16 patch tokens, 10 classes.
+    model = keras_spvit.SPViT(num_classes=10, image_shape=(16, 16, 3), embed_dim=16, depth=2,
+                              num_heads=2, spatial_prior_blocks=0, stem="patch", patch_size=4)
+    tokens, width, hidden, classes = 17, 16, 48, 10
+    stem = 16 * (4 * 4 * 3) * width  # output pixels x kernel area x in x out
+    block = (tokens * width * 3 * width  # qkv
+             + 2 * tokens**2 * width  # q k^T and weights @ v
+             + tokens * width * width  # proj
+             + 2 * tokens * width * hidden)  # fc1 + fc2
+    pos_cnn = 16 * 9 * width
+    heads = 1 * width * classes + 16 * width * classes
+    assert keras_spvit.count_macs(model) == stem + 2 * (block + pos_cnn) + heads == 125152

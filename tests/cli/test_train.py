@@ -91,13 +91,6 @@ def test_killed_mid_epoch_resumes_and_finishes(tmp_path, trained_run):
     assert exit_info.value.code == 2
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(_train_args(out, epochs=2)) == 0
-    return out
-
-
 def test_evaluate_reproduces_validation_accuracy(trained_run, tmp_path, capsys):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert main(["evaluate", str(trained_run), "--data", "digits", "--split", "test",

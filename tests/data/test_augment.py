@@ -51,6 +51,143 @@ def test_crop_fallback_is_central_and_clamped_to_ratio():
     assert set(map(tuple, _boxes(20, 80, (1.0, 1.0), (0.5, 1.0), 5))) == {(0, 30, 20, 20)}
 
 
+def _torchvision_box(height, width, scale, ratio, areas, log_ratios, offsets):
+    """torchvision's `RandomResizedCrop.get_params`, written from its source in plain
+    Python, fed the draws the code makes: the ten attempts' `uniform_(*scale)` area
+    fractions and `uniform_(*log(ratio))` log aspects, and `offsets` in [0, 1) for
+    `torch.randint`."""
+    area = height * width
+    for attempt in range(10):
+        target_area = area * areas[attempt]
+        aspect = math.exp(log_ratios[attempt])
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            # torch.randint(0, n + 1) from a uniform draw u: floor(u * (n + 1)).
+            return (int(offsets[0] * (height - h + 1)), int(offsets[1] * (width - w + 1)), h, w)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _uniform_draws(seed, scale, ratio):
+    """The three uniform streams `sample_crop_box` draws from `seed`."""
+    area_seed, ratio_seed, offset_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.constant(seed, tf.int64), 3))
+    areas = tf.random.stateless_uniform((10,), area_seed, scale[0], scale[1], tf.float64)
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+    logs = tf.random.stateless_uniform((10,), ratio_seed, low, high, tf.float64)
+    offsets = tf.random.stateless_uniform((2,), offset_seed, dtype=tf.float64)
+    return areas.numpy(), logs.numpy(), offsets.numpy()
+
+
+@pytest.mark.parametrize("height, width, scale, ratio", [
+    (30, 50, (0.08, 1.0), (3 / 4, 4 / 3)),
+    (224, 300, (0.08, 1.0), (3 / 4, 4 / 3)),
+    (37, 23, (0.5, 1.0), (0.9, 1.1)),
+    (40, 40, (1.0, 1.0), (2.0, 3.0)),  # no attempt fits: the fallback
+    (20, 80, (0.9, 1.0), (0.5, 1.0)),
+])
+def test_crop_box_is_torchvisions_given_the_same_draws(height, width, scale, ratio):
+    for i in range(40):
+        seed = (11, i)
+        expected = _torchvision_box(height, width, scale, ratio,
+                                    *_uniform_draws(seed, scale, ratio))
+        got = tuple(int(v) for v in sample_crop_box(height, width, scale, ratio,
+                                                    tf.constant(seed, tf.int64)))
+        assert got == expected, (seed, got, expected)
+
+
+def _bilinear_upscale(image, out_h, out_w):
+    """Bilinear resize from its definition (half-pixel centres, edge samples repeated)."""
+    in_h, in_w = image.shape[:2]
+    out = np.empty((out_h, out_w, image.shape[2]))
+    for y in range(out_h):
+        sy = min(max((y + 0.5) * in_h / out_h - 0.5, 0.0), in_h - 1)
+        y0 = int(math.floor(sy))
+        y1, fy = min(y0 + 1, in_h - 1), sy - y0
+        for x in range(out_w):
+            sx = min(max((x + 0.5) * in_w / out_w - 0.5, 0.0), in_w - 1)
+            x0 = int(math.floor(sx))
+            x1, fx = min(x0 + 1, in_w - 1), sx - x0
+            out[y, x] = ((1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x1])
+                         + fy * ((1 - fx) * image[y1, x0] + fx * image[y1, x1]))
+    return out
+
+
+def test_random_resized_crop_is_the_box_resized_bilinearly_by_definition():
+    # Output 64 > every crop side of a 30 x 50 image: an upscale, where the
+    # antialiased resize is plain bilinear interpolation.
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 50, 3))
+    image = tf.constant(pixels, tf.uint8)
+    for i in range(3):
+        seed = (5, i)
+        top, left, h, w = _torchvision_box(30, 50, (0.08, 1.0), (3 / 4, 4 / 3),
+                                           *_uniform_draws(seed, (0.08, 1.0), (3 / 4, 4 / 3)))
+        crop = random_resized_crop(image, 64, interpolation="bilinear",
+                                   seed=tf.constant(seed, tf.int64)).numpy()
+        expected = _bilinear_upscale(pixels[top:top + h, left:left + w] / 255.0, 64, 64)
+        np.testing.assert_allclose(crop, expected, rtol=0, atol=1e-5)
+
+
+def test_flip_probability_one_is_the_mirror_of_the_unflipped_crop():
+    image = tf.constant(np.random.default_rng(4).integers(0, 256, (30, 50, 3)), tf.uint8)
+    flipped = TrainAugment(hflip=1.0)
+    plain = TrainAugment(hflip=0.0)
+    for i in range(4):
+        seed = tf.constant([2, i], tf.int64)
+        np.testing.assert_array_equal(flipped(image, 16, seed).numpy(),
+                                      plain(image, 16, seed).numpy()[:, ::-1])
+
+
+def _timm_erasing_box(height, width, areas, logs, offsets):
+    """timm's `RandomErasing._erase` for one box, in plain Python, fed its draws:
+    `random.uniform(min_area, max_area)` and `random.uniform(*log_aspect_ratio)` per
+    attempt, `offsets` in [0, 1) for `random.randint`."""
+    for attempt in range(10):
+        target_area = areas[attempt] * height * width
+        aspect = math.exp(logs[attempt])
+        h = int(round(math.sqrt(target_area * aspect)))
+        w = int(round(math.sqrt(target_area / aspect)))
+        if w < width and h < height:
+            # random.randint(0, n) (inclusive) from a uniform draw u: floor(u * (n + 1)).
+            return int(offsets[0] * (height - h + 1)), int(offsets[1] * (width - w + 1)), h, w
+    return None
+
+
+def test_erasing_probability_one_erases_exactly_timms_box():
+    # The pipeline's erase (normalised image, const mode: zeros) against timm's box
+    # drawn in plain Python from the same uniform numbers.
+    augment = TrainAugment(random_erasing=1.0, erasing_mode="const")
+    image = np.random.default_rng(6).normal(size=(24, 40, 3)).astype("float32") + 5.0
+    split = tf.random.experimental.stateless_split
+    erased_boxes = 0
+    for i in range(6):
+        seed = tf.constant([9, i], tf.int64)
+        out = augment.erase(tf.constant(image), seed).numpy()
+        # erase() derives its stream as fold_in(seed, 2) (seeds are int64); random_erasing
+        # splits it (gate, box, value) and the box seed (count, area, aspect, offset).
+        stream = tf.cast(tf.random.experimental.stateless_fold_in(seed, 2), tf.int64)
+        _, area_seed, aspect_seed, offset_seed = tf.unstack(split(split(stream, 3)[1], 4))
+        areas = tf.random.stateless_uniform((1, 10), area_seed, 0.02, 1 / 3, tf.float64)
+        logs = tf.random.stateless_uniform((1, 10), aspect_seed, math.log(0.3),
+                                           math.log(1 / 0.3), tf.float64)
+        offsets = tf.random.stateless_uniform((1, 2), offset_seed, dtype=tf.float64)
+        box = _timm_erasing_box(24, 40, areas.numpy()[0], logs.numpy()[0], offsets.numpy()[0])
+        expected = image.copy()
+        if box is not None:
+            top, left, h, w = box
+            expected[top:top + h, left:left + w] = 0.0
+            erased_boxes += 1
+        np.testing.assert_array_equal(out, expected)
+    assert erased_boxes >= 4  # most draws fit at this size
+
+
 def test_random_resized_crop_is_the_sampled_box_resized():
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (30, 50, 3)), tf.uint8)
     seed = tf.constant([3, 4], tf.int64)

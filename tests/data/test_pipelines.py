@@ -306,27 +306,51 @@ def test_tfds_split_loads_offline(tfds_dir):
     np.testing.assert_array_equal(x[..., 0], x[..., 2])  # grey -> RGB
 
 
-def test_tfds_file_sharding_finds_the_files(tfds_dir):
-    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+class KerasSpvitTinyGreyIds(KerasSpvitTinyGrey):
+    """The same layout, each image one grey level, 10 * i + 5: its id survives any
+    crop, flip and resize (a constant image stays constant)."""
 
-    kwargs = {"image_size": 16, "data_dir": tfds_dir, "download": False, "seed": 0}
-    train = tfds_dataset("keras_spvit_tiny_grey", "train", batch_size=2, training=True, **kwargs)
+    def _generate_examples(self, count):
+        for key, example in super()._generate_examples(count):
+            yield key, {**example, "image": np.full_like(example["image"], 10 * key + 5)}
+
+
+def _ids(dataset):
+    """The example ids of a pipeline normalised with mean 0, std 1: sorted."""
+    ids = []
+    for images, _ in dataset:
+        levels = keras.ops.convert_to_numpy(images).reshape(len(images), -1) * 255.0
+        assert np.ptp(levels, axis=1).max() < 0.05  # constant images stayed constant
+        ids.extend(int(round((level - 5) / 10)) for level in levels[:, 0])
+    return sorted(ids)
+
+
+def test_tfds_shards_by_elements_are_disjoint_and_cover_the_split(tmp_path):
     # FILE auto-sharding walks the pipeline back to the TFRecord files: it must
     # not meet a second source (the per-example seeds come from a scan).
-    per_worker = [sum(len(y) for _, y in _AutoShardDataset(train, 3, i)) for i in range(3)]
-    assert 0 < sum(per_worker) <= 12 and all(n < 12 for n in per_worker)
-    context = tf.distribute.InputContext(
-        num_input_pipelines=3, input_pipeline_id=0, num_replicas_in_sync=3
-    )
-    val = tfds_dataset(
-        "keras_spvit_tiny_grey",
-        "train",
-        batch_size=3,
-        training=False,
-        input_context=context,
-        **kwargs,
-    )
-    assert 0 < sum(len(y) for _, y in val) < 12  # one of the three files
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    KerasSpvitTinyGreyIds(data_dir=str(tmp_path)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=3))
+    kwargs = {"image_size": 16, "data_dir": str(tmp_path), "download": False, "seed": 0,
+              "mean": (0, 0, 0), "std": (1, 1, 1)}
+    name = "keras_spvit_tiny_grey_ids"
+    assert _ids(tfds_dataset(name, "train", batch_size=2, training=False, **kwargs)) == list(
+        range(12))
+    train = tfds_dataset(name, "train", batch_size=2, training=True, **kwargs)
+    for pipelines in (2, 3):
+        # FILE auto-sharding (what tf.distribute does to a training pipeline).
+        shards = [_ids(_AutoShardDataset(train, pipelines, i)) for i in range(pipelines)]
+        assert all(shards), shards  # every worker reads something
+        assert sorted(sum(shards, [])) == list(range(12)), shards  # disjoint, all covered
+    # The per-worker input context (each worker its own files).
+    shards = []
+    for worker in range(3):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=3, input_pipeline_id=worker, num_replicas_in_sync=3)
+        shards.append(_ids(tfds_dataset(name, "train", batch_size=3, training=False,
+                                        input_context=context, **kwargs)))
+    assert all(shards) and sorted(sum(shards, [])) == list(range(12)), shards
 
 
 class KerasSpvitTinyGreyCorrupt(KerasSpvitTinyGrey):

@@ -27,11 +27,27 @@ def official_counts():
     return counts
 
 
+def lvvit_s_release_count(size, classes=1000):
+    """LV-ViT-S's trainable parameters counted by hand from the TokenLabeling release's
+    shapes (`lvvit_s`: 4-conv stem '4_2', dim 384, depth 16, 6 heads, MLP ratio 3,
+    qkv without bias, class token, head and aux head); not from this package."""
+    dim, hidden, depth = 384, 3 * 384, 16
+    stem = (7 * 7 * 3 * 64 + 2 * 64) + 2 * (3 * 3 * 64 * 64 + 2 * 64) + (8 * 8 * 64 * dim + dim)
+    tokens = 1 + (size // 16) ** 2
+    block = (2 * dim) + dim * 3 * dim + (dim * dim + dim) + (2 * dim) + (
+        dim * hidden + hidden) + (hidden * dim + dim)
+    heads = 2 * (dim * classes + classes)
+    return stem + dim + tokens * dim + depth * block + 2 * dim + heads
+
+
+# The paper (Jiang et al. 2021, table 1 / the release's README) gives 26M.
+assert round(lvvit_s_release_count(224) / 1e6) == 26
 OFFICIAL = official_counts()
-# LV-ViT-S is SP-ViT-S without its 14 spatial-prior blocks' extra 4C + heads
-# parameters each, and with a class-token row in pos_embed (params.txt notes).
-OFFICIAL[("lvvit_s", 224)] = OFFICIAL[("spvit_s", 224)] - 14 * (4 * 384 + 6) + 384
-OFFICIAL[("lvvit_s", 384)] = OFFICIAL[("spvit_s", 384)] - 14 * (4 * 384 + 6) + 384
+# Ours is LV-ViT as SP-ViT's code builds it (README: SP-ViT at K = 0): the release's
+# network plus a PosCNN (3 x 3 depthwise conv with bias) after each of the 16 blocks.
+POS_CNN = 16 * (3 * 3 * 384 + 384)
+OFFICIAL[("lvvit_s", 224)] = lvvit_s_release_count(224) + POS_CNN  # 26,213,264
+OFFICIAL[("lvvit_s", 384)] = lvvit_s_release_count(384) + POS_CNN
 
 BUILDERS = {
     "spvit_s": keras_spvit.SPViT_S,

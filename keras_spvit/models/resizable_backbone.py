@@ -1,3 +1,4 @@
+import keras
 from keras_hub.models import Backbone
 
 from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
@@ -33,6 +34,62 @@ class ResizableBackbone(Backbone):
         if args and image_shape is not None:
             check_model_images(args[0], image_shape, f"The backbone {self.name!r}")
         return super().__call__(*args, **kwargs)
+
+    def default_lora_layer_names(self):
+        """The attention projections LoRA reaches by default: `qk`, `v`
+        (spatial-prior attention), `qkv` (vanilla and shared attention) and
+        `proj` (every attention's output projection).
+
+        Example:
+
+        >>> backbone.default_lora_layer_names()
+        ['qk', 'v', 'qkv', 'proj']
+        """
+        return ["qk", "v", "qkv", "proj"]
+
+    def enable_lora(self, rank, target_layer_names=None):
+        """keras-hub's `Backbone.enable_lora`, on Dense layers only.
+
+        Freezes every backbone weight (biases included: only the adapters
+        train, so keras-hub's adapter file holds everything that changed) and
+        adds rank-`rank` adapters to the Dense layers named in `target_layer_names` (default
+        `default_lora_layer_names()`). Convolutions are left out even when
+        their name matches (the stem's convolution is also called `proj`).
+        `save_lora_weights` / `load_lora_weights` are keras-hub's; saving the
+        model (`.keras`, presets) stores the kernels with the adapters merged.
+
+        Args:
+            rank: int >= 1, the rank of the adapters.
+            target_layer_names: optional list of layer names.
+
+        Example:
+
+        >>> model = SPViTImageClassifier.from_preset("spvit_tiny_digits", num_classes=2)
+        >>> model.backbone.enable_lora(4)   # then compile and fit: adapters and head train
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"Expected an int >= 1 for `rank`. Received: rank={rank!r}")
+        names = set(target_layer_names or self.default_lora_layer_names())
+        self.trainable = True
+        self._lora_enabled_layers = []
+        self._lora_rank = rank
+        for layer in self._flatten_layers(include_self=False):
+            layer.trainable = False
+        # Indexed as keras-hub's save/load_lora_weights index them.
+        layers = [layer for layer in self._flatten_layers(include_self=False) if layer.weights]
+        for index, layer in enumerate(layers):
+            if layer.name in names and isinstance(layer, keras.layers.Dense):
+                layer.trainable = True
+                layer.enable_lora(rank)
+                if layer.bias is not None:
+                    # Only the adapters train: keras-hub's adapter file holds
+                    # them alone, so a trained bias would be lost there.
+                    layer.bias.trainable = False
+                self._lora_enabled_layers.append(index)
+        if not self._lora_enabled_layers:
+            raise ValueError(
+                f"No Dense layer of {self.name!r} is named in {sorted(names)}: nothing to adapt."
+            )
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

@@ -1,0 +1,79 @@
+"""LoRA through keras-hub's Backbone API: what is adapted, what trains, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_spvit
+from keras_spvit.data import digits_split
+from tests.conftest import to_numpy
+
+
+def _parity_task():
+    """A new 2-class task on the digits: odd or even."""
+    (train_x, train_y), (test_x, test_y) = digits_split("train"), digits_split("test")
+    return (train_x, train_y % 2), (test_x, test_y % 2)
+
+
+def _accuracy(model, x, y):
+    return float(np.mean(to_numpy(model.predict(x, batch_size=256, verbose=0)).argmax(-1) == y))
+
+
+@pytest.fixture(scope="module")
+def adapted():
+    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits", num_classes=2)
+    frozen = {w.path: to_numpy(w).copy() for w in model.backbone.weights}  # before LoRA
+    model.backbone.enable_lora(4)
+    (train_x, train_y), (test_x, test_y) = _parity_task()
+    before = _accuracy(model, test_x, test_y)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train_x, train_y, batch_size=64, epochs=3, verbose=0)
+    return model, frozen, before, _accuracy(model, test_x, test_y)
+
+
+def test_adapters_reach_the_attention_projections_only():
+    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits", num_classes=2)
+    model.backbone.enable_lora(4)
+    adapted = {layer.path for layer in model.backbone._flatten_layers()
+               if getattr(layer, "lora_enabled", False)}
+    # 2 SP-SA blocks (qk, v, proj) and 2 vanilla blocks (qkv, proj); not the stem's conv.
+    expected = {f"block_{i}/attn/{n}" for i in (0, 1) for n in ("qk", "v", "proj")} | \
+        {f"block_{i}/attn/{n}" for i in (2, 3) for n in ("qkv", "proj")}
+    assert {p.split("/", 1)[1] if not p.startswith("block") else p for p in adapted} == expected
+    # Trainable: the adapters (rank 4: (in + out) x 4 each) and the new head only
+    # (Keras' Dense.enable_lora leaves the bias trainable; ours freezes it).
+    lora = sum(int(np.prod(w.shape)) for w in model.trainable_weights if "lora" in w.path)
+    dense = {layer.path: layer for layer in model.backbone._flatten_layers()
+             if getattr(layer, "lora_enabled", False)}
+    assert lora == sum((l.kernel.shape[0] + l.kernel.shape[1]) * 4 for l in dense.values())
+    others = [w.path for w in model.trainable_weights if "lora" not in w.path]
+    assert others and all("token_labeling_head" in p for p in others), others
+    with pytest.raises(ValueError, match="Expected an int >= 1 for `rank`"):
+        model.backbone.enable_lora(0)
+
+
+def test_fine_tuning_the_adapters_learns_a_new_task(adapted):
+    model, frozen, before, after = adapted
+    # A fresh 2-class head guesses (measured 0.50-0.55); adapters + head learn parity.
+    assert after >= 0.9 and after > before + 0.2, (before, after)
+    for w in model.backbone.weights:  # the backbone's own weights did not move
+        if w.path in frozen:
+            np.testing.assert_array_equal(to_numpy(w), frozen[w.path])
+
+
+def test_lora_weights_save_load_and_merge(adapted, tmp_path):
+    model, _, _, _ = adapted
+    x = digits_split("test")[0][:16]
+    expected = to_numpy(model.predict(x, verbose=0))
+    # keras-hub's adapter file: a fresh model from the preset + adapters + head.
+    model.backbone.save_lora_weights(str(tmp_path / "a.lora.h5"))
+    fresh = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits", num_classes=2)
+    fresh.backbone.load_lora_weights(str(tmp_path / "a.lora.h5"))
+    fresh.head.set_weights(model.head.get_weights())
+    np.testing.assert_allclose(to_numpy(fresh.predict(x, verbose=0)), expected, atol=1e-5)
+    # Saving merges the adapters into the kernels: a plain model, same outputs.
+    model.save(tmp_path / "merged.keras")
+    merged = keras.saving.load_model(tmp_path / "merged.keras")
+    assert not any(getattr(layer, "lora_enabled", False) for layer in merged._flatten_layers())
+    np.testing.assert_allclose(to_numpy(merged.predict(x, verbose=0)), expected, atol=1e-5)

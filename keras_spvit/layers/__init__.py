@@ -1,5 +1,6 @@
 """Building blocks of the spatial-structure vision transformers."""
 
+from keras_spvit.layers.base_attention import BaseAttention
 from keras_spvit.layers.class_token import ClassToken
 from keras_spvit.layers.conv_stem import ConvStem
 from keras_spvit.layers.drop_path import DropPath
@@ -16,6 +17,7 @@ from keras_spvit.layers.token_pooling import TokenPooling
 
 __all__ = [
     "AttentionRefiner",
+    "BaseAttention",
     "ClassToken",
     "ConvStem",
     "DropPath",

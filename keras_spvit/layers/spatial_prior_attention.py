@@ -1,25 +1,18 @@
 import keras
 from keras import ops
 
-from keras_spvit.layers.grid import relative_offsets, resolve_grid
-from keras_spvit.layers.initializers import dense_kwargs, truncated_normal
-from keras_spvit.layers.multi_head_self_attention import (
-    as_layer,
-    attend,
+from keras_spvit.layers.base_attention import (
+    BaseAttention,
     attention_logits,
-    attention_outputs,
-    build_refiner,
-    check_head_split,
     float32_matmul,
-    merge_heads,
-    serialize_optional,
-    split_heads,
 )
-from keras_spvit.utils.validation import check_grid_shape, check_positive_int, check_rate
+from keras_spvit.layers.grid import relative_offsets, resolve_grid
+from keras_spvit.layers.initializers import truncated_normal
+from keras_spvit.utils.validation import check_grid_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
-class SpatialPriorAttention(keras.layers.Layer):
+class SpatialPriorAttention(BaseAttention):
     """Spatial-prior self-attention (SP-SA) from SP-ViT (Wang et al., 2022).
 
     Each head learns a function of the 2D offset between query and key,
@@ -71,6 +64,8 @@ class SpatialPriorAttention(keras.layers.Layer):
     (2, 16, 16)
     """
 
+    input_projections = (("qk", ("query", "key")), ("v", ("value",)))
+
     def __init__(
         self,
         num_heads,
@@ -82,26 +77,21 @@ class SpatialPriorAttention(keras.layers.Layer):
         output_attention_map=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.refiner = as_layer(refiner, "refiner")
-        self.output_attention_map = bool(output_attention_map)
-        self.num_heads = check_positive_int(num_heads, "num_heads")
+        super().__init__(
+            num_heads,
+            qkv_bias=qkv_bias,
+            attention_dropout=attention_dropout,
+            dropout=dropout,
+            refiner=refiner,
+            output_attention_map=output_attention_map,
+            **kwargs,
+        )
         self.grid_shape = check_grid_shape(grid_shape)
-        self.qkv_bias = bool(qkv_bias)
-        self.attention_dropout = check_rate(attention_dropout, "attention_dropout")
-        self.dropout = check_rate(dropout, "dropout")
 
-    def build(self, input_shape):
-        dim = check_head_split(input_shape[-1], self.num_heads, self.name)
+    def _build_attention(self, input_shape):
+        dim = input_shape[-1]
         self.built_grid_shape = resolve_grid(input_shape[1], self.grid_shape, self.name)
         self.offsets, self.offset_index = relative_offsets(self.built_grid_shape)
-        dense = dict(dtype=self.dtype_policy, **dense_kwargs())
-        self.qk = keras.layers.Dense(2 * dim, use_bias=self.qkv_bias, name="qk", **dense)
-        self.qk.build(input_shape)
-        self.v = keras.layers.Dense(dim, use_bias=self.qkv_bias, name="v", **dense)
-        self.v.build(input_shape)
-        self.proj = keras.layers.Dense(dim, name="proj", **dense)
-        self.proj.build(input_shape)
         # The prior is numerically sensitive (it scales logits): its weights
         # are never autocast, so it is computed in float32 under any policy.
         head_dim = dim // self.num_heads
@@ -119,11 +109,6 @@ class SpatialPriorAttention(keras.layers.Layer):
         self.b2 = self.add_weight(
             shape=(self.num_heads,), initializer="ones", autocast=False, name="b2"
         )
-        self.attention_drop = keras.layers.Dropout(
-            self.attention_dropout, dtype=self.dtype_policy
-        )
-        self.proj_drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-        build_refiner(self.refiner, input_shape, self.num_heads)
 
     def spatial_prior(self):
         """The learned prior, float32 `(heads, N, N)`; row = query, column = key."""
@@ -138,11 +123,11 @@ class SpatialPriorAttention(keras.layers.Layer):
         prior = ops.take(per_offset, self.offset_index.reshape(-1), axis=1)
         return ops.reshape(prior, (self.num_heads, num_tokens, num_tokens))
 
-    def call(self, inputs, training=None, return_attention_scores=False):
-        query, key = (
-            split_heads(t, self.num_heads) for t in ops.split(self.qk(inputs), 2, axis=-1)
-        )
-        value = split_heads(self.v(inputs), self.num_heads)
+    def _compute_attention(
+        self, query, key, value, attention_map=None, training=None,
+        return_attention_scores=False,
+    ):
+        query, key = (ops.transpose(t, (0, 2, 1, 3)) for t in (query, key))
         light = (
             keras.backend.standardize_dtype(self.compute_dtype) != "float32"
             and self.refiner is None
@@ -150,37 +135,16 @@ class SpatialPriorAttention(keras.layers.Layer):
             and not return_attention_scores
         )
         if light:
-            handed_on = None
             weights = prior_softmax(query, key, self.spatial_prior(), self.compute_dtype)
         else:
             logits = attention_logits(query, key) * self.spatial_prior()[None]
-            handed_on = weights = ops.softmax(logits, axis=-1)
-        if self.refiner is not None:
-            weights = self.refiner(weights, training=training)
-        dropped = self.attention_drop(weights, training=training)
-        x = merge_heads(attend(dropped, value, self.compute_dtype))
-        x = self.proj_drop(self.proj(x), training=training)
-        return attention_outputs(
-            x, handed_on if self.output_attention_map else None,
-            weights if return_attention_scores else None,
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+            weights = ops.softmax(logits, axis=-1)
+        applied = self._refine(weights, training=training)
+        return self._weighted_sum(applied, value, training), weights, applied
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "grid_shape": self.grid_shape,
-                "qkv_bias": self.qkv_bias,
-                "attention_dropout": self.attention_dropout,
-                "dropout": self.dropout,
-                "refiner": serialize_optional(self.refiner),
-                "output_attention_map": self.output_attention_map,
-            }
-        )
+        config["grid_shape"] = self.grid_shape
         return config
 
 

@@ -19,9 +19,11 @@ class TransformerBlock(keras.layers.Layer):
     `skip_lam` is LV-ViT's residual scaling (2 for S/M, 3 for L); Refiner uses
     `branch_input_scale = skip_lam = 0.5` (its `adjust_ratio`).
 
-    Attention maps travel between blocks: when the attention layer hands its
-    map on (`output_attention_map=True`) the block returns `(x, map)`, and an
-    `attention_map` given to the block is given to its attention layer.
+    Attention maps travel between blocks by `BaseAttention`'s protocol: when
+    the attention layer hands its map on (`output_attention_map`) the block
+    returns `(x, map)`; when it takes the previous map
+    (`requires_attention_map`) the block's `attention_map` is given to it.
+    Any other Keras layer is treated as taking and handing on no map.
 
     Args:
         attention: a Keras layer mapping `(batch, tokens, dim)` to the same
@@ -111,7 +113,13 @@ class TransformerBlock(keras.layers.Layer):
         )
 
     def call(self, inputs, attention_map=None, training=None, return_attention_scores=False):
-        extra = {} if attention_map is None else {"attention_map": attention_map}
+        takes_map = getattr(self.attention, "requires_attention_map", False)
+        if attention_map is not None and not takes_map:
+            raise ValueError(
+                f"{self.name} was given an attention map, but its attention layer "
+                f"{self.attention.name!r} does not take one."
+            )
+        extra = {"attention_map": attention_map} if takes_map else {}
         result = self.attention(
             self.norm1(self._scaled(inputs)),
             training=training,

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from keras_spvit import layers
-from keras_spvit.layers.multi_head_self_attention import (
+from keras_spvit.layers.base_attention import (
     attention_logits,
     fused_attention_logits_are_float32,
 )

@@ -56,6 +56,10 @@ def add_parser(subparsers):
                         help="training steps per compiled call (fewer host round trips on "
                         "accelerators; must divide the steps per epoch and --save-every). "
                         "Default auto: 1 on CPUs and torch, else the largest divisor <= 32")
+    parser.add_argument("--lora", type=positive_int, default=None, metavar="RANK",
+                        help="fine-tune with LoRA adapters of this rank on the attention "
+                        "projections (qk, v, qkv, proj): only the adapters and the head train; "
+                        "model.keras holds the merged weights")
     parser.add_argument("--token-labels", default=None, metavar="LABELS",
                         help="dense teacher labels (made by `keras-spvit label`): train the aux "
                         "head on them (token labeling; needs a recipe with token_label_weight, "
@@ -145,6 +149,18 @@ def _token_side(model, image_size):
             f"model has {tokens} tokens for {image_size} px."
         )
     return side
+
+
+def _enable_lora(model, rank, chief):
+    """LoRA adapters on the backbone's attention projections; says what trains."""
+    import numpy as np
+
+    model.backbone.enable_lora(rank)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    if chief:
+        print(f"LoRA rank {rank} on {len(model.backbone._lora_enabled_layers)} attention "
+              f"projections: {trainable:,} of {total:,} parameters train (adapters and head)")
 
 
 def build_model(args, num_classes, image_size, recipe, dtype="float32"):
@@ -337,6 +353,8 @@ def run(args):
         # The builders check their arguments before building anything.
         with user_errors(asked, (ValueError, TypeError) if args.model_args else (ValueError,)):
             model = build_model(args, num_classes, args.image_size, recipe, dtype)
+        if args.lora:
+            _enable_lora(model, args.lora, chief)
         image_size = args.image_size or model.input_shape[1]
         augment = train_augment(recipe, args.seed)
         token_options, missing = {}, None

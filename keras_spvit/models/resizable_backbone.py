@@ -91,6 +91,35 @@ class ResizableBackbone(Backbone):
                 f"No Dense layer of {self.name!r} is named in {sorted(names)}: nothing to adapt."
             )
 
+    def merge_lora(self):
+        """Folds the LoRA adapters into their kernels in float32 and removes them.
+
+        Keras' own save of a LoRA layer merges in the compute dtype: under
+        `mixed_bfloat16` every adapted kernel would be stored rounded to
+        bfloat16. After this the backbone is a plain one (adapters gone, all
+        weights frozen as LoRA left them); `keras-spvit train --lora` calls it
+        before writing `model.keras`.
+
+        Example:
+
+        >>> model.backbone.enable_lora(4)
+        >>> model.fit(...)
+        >>> model.backbone.merge_lora()
+        >>> model.save("merged.keras")
+        """
+        from keras import ops
+
+        layers = [layer for layer in self._flatten_layers(include_self=False) if layer.weights]
+        for index in getattr(self, "_lora_enabled_layers", []):
+            layer = layers[index]
+            delta = ops.matmul(ops.cast(layer.lora_kernel_a, "float32"),
+                               ops.cast(layer.lora_kernel_b, "float32"))
+            layer._kernel.assign(ops.add(ops.cast(layer._kernel, "float32"),
+                                         (layer.lora_alpha / layer.lora_rank) * delta))
+            layer.lora_kernel_b.assign(ops.zeros(layer.lora_kernel_b.shape, "float32"))
+            layer.lora_enabled = False
+        self._lora_enabled_layers = []
+
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Instantiates the backbone from a preset, at any resolution.

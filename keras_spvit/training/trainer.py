@@ -399,6 +399,10 @@ def fit(
             history.setdefault(key, []).extend(values)
     seconds = time.perf_counter() - start
     model_path = os.path.join(out_dir, "model.keras")
+    backbone = getattr(model, "backbone", None)
+    if getattr(backbone, "_lora_enabled_layers", None) and hasattr(backbone, "merge_lora"):
+        # Merged in float32 (Keras' own save would round to the compute dtype).
+        backbone.merge_lora()
     model.save(os.path.join(write_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.items() if v} or _last_logged(out_dir)
     summary = {

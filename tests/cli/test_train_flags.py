@@ -1,6 +1,8 @@
 """`keras-spvit train` flags, each seen in what the run did: --precision, --jit,
---distribute, --val-data, --val-split, --weights, --num-classes (one tiny run)."""
+--distribute, --val-data, --val-split, --weights, --num-classes, --lora (one tiny run)."""
 
+import contextlib
+import io
 import json
 import warnings
 
@@ -36,12 +38,27 @@ def flagged_run(tmp_path_factory):
             "--data", f"npz:{root / 'train.npz'}", "--val-data", "digits",
             "--val-split", "train", "--num-classes", "12",
             "--weights", str(root / "start.weights.h5"),
-            "--precision", "bf16", "--jit", "off", "--distribute", "none",
+            "--precision", "bf16", "--jit", "off", "--distribute", "none", "--lora", "2",
             # A rate of 0 and no decay: the trained weights are the initial ones.
             "--set", "base_learning_rate=0", "--set", "weight_decay=0",
             "--epochs", "1", "--batch-size", "64", "--out", str(out), "--verbose", "0"]
-    assert main(args) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(args) == 0
+    (root / "stdout.txt").write_text(printed.getvalue())
     return out, _weights(model)
+
+
+def test_lora_adapts_the_projections_and_saves_merged_weights(flagged_run, capsys):
+    out, _ = flagged_run
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["lora"] == 2
+    printed = (out.parent / "stdout.txt").read_text()
+    # 1 spatial-prior block (qk, v, proj) and 1 vanilla block (qkv, proj).
+    assert "LoRA rank 2 on 5 attention projections" in printed, printed
+    # Saved: a plain model (adapters merged into the kernels; with a zero rate
+    # the merged kernels equal the start ones: checked below).
+    model = _load(out)
+    assert not any(getattr(layer, "lora_enabled", False) for layer in model._flatten_layers())
 
 
 def _load(out):

@@ -72,8 +72,31 @@ def test_lora_weights_save_load_and_merge(adapted, tmp_path):
     fresh.backbone.load_lora_weights(str(tmp_path / "a.lora.h5"))
     fresh.head.set_weights(model.head.get_weights())
     np.testing.assert_allclose(to_numpy(fresh.predict(x, verbose=0)), expected, atol=1e-5)
-    # Saving merges the adapters into the kernels: a plain model, same outputs.
+    # merge_lora folds the adapters into the kernels in float32: a plain model,
+    # same outputs (Keras' own save would store bf16-rounded kernels under
+    # mixed precision: test_merge_keeps_float32_kernels).
+    model.backbone.merge_lora()
+    np.testing.assert_allclose(to_numpy(model.predict(x, verbose=0)), expected, atol=1e-5)
     model.save(tmp_path / "merged.keras")
     merged = keras.saving.load_model(tmp_path / "merged.keras")
     assert not any(getattr(layer, "lora_enabled", False) for layer in merged._flatten_layers())
     np.testing.assert_allclose(to_numpy(merged.predict(x, verbose=0)), expected, atol=1e-5)
+
+
+def test_merge_keeps_float32_kernels_under_mixed_precision():
+    model = keras_spvit.SPViT(num_classes=2, image_shape=(16, 16, 3), embed_dim=16, depth=1,
+                              num_heads=2, spatial_prior_blocks=0, stem="patch", patch_size=4,
+                              dtype="mixed_bfloat16")
+    model.backbone.enable_lora(2)
+    layer = next(layer for layer in model.backbone._flatten_layers()
+                 if getattr(layer, "lora_enabled", False))
+    rng = np.random.default_rng(0)
+    layer.lora_kernel_b.assign(rng.normal(size=layer.lora_kernel_b.shape).astype("float32"))
+    expected = to_numpy(layer._kernel) + (layer.lora_alpha / layer.lora_rank) * (
+        to_numpy(layer.lora_kernel_a) @ to_numpy(layer.lora_kernel_b))
+    model.backbone.merge_lora()
+    store = {}
+    layer.save_own_variables(store)
+    kernel = np.asarray(store["0"])
+    assert kernel.dtype == np.float32  # Keras' merge alone stores bfloat16 (error ~1e-3)
+    np.testing.assert_allclose(kernel, expected, rtol=1e-6, atol=1e-7)

@@ -17,7 +17,7 @@ def add_parser(subparsers):
         add_run_options,
         positive_int,
     )
-    from keras_spvit.export import FORMATS
+    from keras_spvit.serving import FORMATS
 
     parser = subparsers.add_parser(
         "export", help="a serving artifact (SavedModel, LiteRT, ONNX) taking raw images",
@@ -49,7 +49,7 @@ def run(args):
         resolve_model,
         resolve_preprocessing,
     )
-    from keras_spvit.export import export
+    from keras_spvit.serving import export
 
     if keras.backend.backend() != "tensorflow":
         raise UsageError(

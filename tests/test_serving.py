@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.export import export, preprocess, serving_preprocessing
+from keras_spvit.serving import export, preprocess, serving_preprocessing
 from tests.conftest import to_numpy
 
 TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow",

@@ -53,6 +53,7 @@ __all__ = [
     "convert_checkpoint",
     "count_macs",
     "dense_teacher",
+    "explain",
     "layers",
     "load_official_weights",
     "make_token_labels",

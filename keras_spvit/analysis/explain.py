@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_spvit.analysis.plots import centre_priors
+from keras_spvit.models.attention_maps import attention_maps
 from keras_spvit.utils.validation import check_positive_int
 
 
@@ -143,8 +144,6 @@ def explain(model, images, top_k=5, preprocess=False, batch_size=32):
     >>> out["cls_attention"].shape, out["rollout"].shape, out["top_k_classes"].shape
     ((2, 2, 8, 8), (2, 8, 8), (2, 3))
     """
-    from keras_spvit.models.attention_maps import attention_maps
-
     check_positive_int(top_k, "top_k")
     check_positive_int(batch_size, "batch_size")
     inputs = _model_inputs(model, images, preprocess)
@@ -263,7 +262,8 @@ def plot_explanation(result, index, path, title=None, class_names=None):
         if head >= heads:
             axis.axis("off")
             continue
-        overlay(axis, result["cls_attention"][index, head], f"last block, CLS, head {head}")
+        values = result["cls_attention"][index, head]
+        overlay(axis, values, f"last block CLS, head {head} (max {values.max():.2f})")
     for row, prior in enumerate(priors, start=2):
         grid_rows, grid_cols = prior.shape[1:]
         for head in range(columns):
@@ -271,9 +271,10 @@ def plot_explanation(result, index, path, title=None, class_names=None):
             if head >= prior.shape[0]:
                 axis.axis("off")
                 continue
-            axis.imshow(prior[head], cmap="viridis")
+            shown = axis.imshow(prior[head], cmap="viridis")
             axis.plot(grid_cols // 2, grid_rows // 2, marker="+", color="red", markersize=8)
-            axis.set_title(f"prior layer {row - 2}, head {head}", fontsize=8)
+            axis.set_title(f"prior layer {row - 2}, head {head}, query +", fontsize=8)
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
     heading = title or "explain"
     if prediction is not None:
         heading = f"{heading}: predicted {prediction}"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.analysis.explain import attention_rollout, infer_grid
+from keras_spvit.analysis.explain import attention_rollout, infer_grid, plot_explanation
 from tests.models.test_model_contract import build, images
 
 
@@ -87,7 +87,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("family", sorted(SHAPES))
-def test_explain_shapes_per_family(family):
+def test_explain_shapes_per_family(family, tmp_path):
     model = build(family)
     x = images(batch=2)
     out = keras_spvit.explain(model, x, top_k=3)
@@ -106,6 +106,11 @@ def test_explain_shapes_per_family(family):
     assert out["top_k_classes"].shape == (2, 3)
     np.testing.assert_array_equal(out["top_k_classes"][:, 0], probs.argmax(-1))
     np.testing.assert_allclose(out["top_k_probabilities"][:, 0], probs.max(-1), rtol=1e-5)
+    path = plot_explanation(out, 1, str(tmp_path / "e.png"), title=family)
+    with open(path, "rb") as f:
+        assert f.read(4) == b"\x89PNG"
+    with pytest.raises(ValueError, match="index=2"):
+        plot_explanation(out, 2, str(tmp_path / "f.png"))
 
 
 def test_explain_rejects_bad_arguments():

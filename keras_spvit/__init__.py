@@ -53,6 +53,7 @@ __all__ = [
     "convert_checkpoint",
     "count_macs",
     "dense_teacher",
+    "explain",
     "export",
     "layers",
     "load_official_weights",

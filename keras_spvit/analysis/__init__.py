@@ -1,1 +1,2 @@
-"""Analysis helpers: the MAC counter and spatial-prior plots (they import only layers and utils)."""
+"""Analysis helpers: the MAC counter, spatial-prior plots (layers and utils only) and
+`explain` (which also uses `keras_spvit.models.attention_maps`)."""

@@ -25,7 +25,7 @@ import tempfile
 
 from keras_spvit.cli.common import UsageError, one_line
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export")
+SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export", "explain")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,2 +1,2 @@
-"""Analysis helpers: the MAC counter, spatial-prior plots (layers and utils only) and
-`explain` (which also uses `keras_spvit.models.attention_maps`)."""
+"""Analysis helpers: the MAC counter and spatial-prior plots (layers and utils only;
+`keras_spvit.inspection` builds on them with the models)."""

@@ -13,6 +13,7 @@ from keras_spvit.version import __version__
 
 __all__ = [
     "CenterCropImageConverter",
+    "FeatureExtractor",
     "LVViT_L",
     "LVViT_M",
     "LVViT_S",
@@ -53,6 +54,7 @@ __all__ = [
     "convert_checkpoint",
     "count_macs",
     "dense_teacher",
+    "feature_extractor",
     "layers",
     "load_official_weights",
     "make_token_labels",

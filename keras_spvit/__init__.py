@@ -13,6 +13,7 @@ from keras_spvit.version import __version__
 
 __all__ = [
     "CenterCropImageConverter",
+    "FeatureExtractor",
     "LVViT_L",
     "LVViT_M",
     "LVViT_S",
@@ -55,6 +56,7 @@ __all__ = [
     "dense_teacher",
     "explain",
     "export",
+    "feature_extractor",
     "layers",
     "load_official_weights",
     "make_token_labels",

@@ -10,6 +10,7 @@ from keras_spvit.analysis.flops import count_macs
 from keras_spvit.models.attention_maps import attention_maps
 from keras_spvit.models.center_crop_image_converter import CenterCropImageConverter
 from keras_spvit.models.dense_teacher import dense_teacher
+from keras_spvit.models.features import FeatureExtractor, feature_extractor
 from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
 from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
 from keras_spvit.models.psvit.psvit_image_classifier_preprocessor import (

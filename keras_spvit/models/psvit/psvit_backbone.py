@@ -13,6 +13,7 @@ from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
 from keras_spvit.models.arguments import check_image_shape
 from keras_spvit.models.arguments import check_psvit_arguments
+from keras_spvit.models.features import attach_features
 from keras_spvit.models.naming import default_name
 from keras_spvit.utils.validation import check_non_negative_int, check_positive_int, check_rate
 
@@ -218,15 +219,24 @@ class PSViTBackbone(ResizableBackbone):
         x = self.position_embedding(x)
         pools = iter(self.poolings)
         attention_map = None
+        block_outputs, block_grids, grid = [], [], (rows, cols)
         for i, block in enumerate(self.transformer_blocks):
             if i in first_of_stage and i > 0:
-                x = next(pools)(x)
+                pool = next(pools)
+                x = pool(x)
+                grid = pool.output_grid_shape
             if i == class_token_block and i > 0:
                 x = self.class_token(x)
             outputs = block(x) if i not in shared_layers else block(x, attention_map=attention_map)
             x, attention_map = outputs if isinstance(outputs, (tuple, list)) else (outputs, None)
+            block_outputs.append(x)
+            block_grids.append(grid)
         x = self.norm(x)
         super().__init__(inputs=images, outputs=x, dtype=dtype, **kwargs)
+        self.image_shape = image_shape
+        attach_features(
+            self, block_outputs, block_grids, [int(i >= class_token_block) for i in range(depth)]
+        )
 
         # === Config ===
         self.stage_depths = stage_depths

@@ -11,6 +11,7 @@ from keras_spvit.layers.transformer_block import TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
 from keras_spvit.models.arguments import check_image_shape
 from keras_spvit.models.arguments import check_refined_vit_arguments
+from keras_spvit.models.features import attach_features
 from keras_spvit.models.naming import default_name
 
 LAYER_NORM_EPSILON = 1e-6  # Refiner's (LV-ViT / SP-ViT use 1e-5)
@@ -168,11 +169,15 @@ class RefinedViTBackbone(ResizableBackbone):
         )(x)
         x = self.position_embedding(self.class_token(x))
         attention_map = None
+        block_outputs = []
         for block in self.transformer_blocks:
             outputs = block(x) if attention_map is None else block(x, attention_map=attention_map)
             x, attention_map = outputs if isinstance(outputs, (tuple, list)) else (outputs, None)
+            block_outputs.append(x)
         x = self.norm(x)
         super().__init__(inputs=images, outputs=x, dtype=dtype, **kwargs)
+        self.image_shape = image_shape
+        attach_features(self, block_outputs, [grid_shape] * depth, [1] * depth)
 
         # === Config ===
         self.embed_dim = embed_dim

@@ -11,6 +11,7 @@ from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
 from keras_spvit.models.resizable_backbone import ResizableBackbone
 from keras_spvit.models.arguments import check_image_shape, check_spvit_arguments
+from keras_spvit.models.features import attach_features
 from keras_spvit.models.naming import default_name
 
 
@@ -174,12 +175,19 @@ class SPViTBackbone(ResizableBackbone):
         if class_token_block == 0:
             x = self.class_token(x)
         x = self.position_embedding(x)
+        block_outputs = []
         for i in range(depth):
             if i == class_token_block and i > 0:
                 x = self.class_token(x)
             x = self.pos_cnns[i](self.transformer_blocks[i](x))
+            block_outputs.append(x)
         x = self.norm(x)
         super().__init__(inputs=images, outputs=x, dtype=dtype, **kwargs)
+        self.image_shape = image_shape
+        attach_features(
+            self, block_outputs, [grid_shape] * depth,
+            [int(i >= class_token_block) for i in range(depth)],
+        )
 
         # === Config ===
         self.embed_dim = embed_dim

@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 
+from keras_spvit.utils.preprocessing import eval_resize_size
+
 FORMATS = ("saved_model", "litert", "onnx")
 _EXTENSIONS = {"litert": ".tflite", "onnx": ".onnx"}
 _KERNELS = ("bicubic", "bilinear")
@@ -221,15 +223,15 @@ def preprocess(images, settings):
     target_h, target_w = settings["image_size"]
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
-    if target_h == target_w:
-        # torchvision's Resize(int): shorter side to `short`, the other side
-        # truncated from the same ratio (integer arithmetic: exact).
-        short = int(target_h / settings["crop_pct"])
-        new_h = tf.where(height <= width, short, (short * height) // width)
-        new_w = tf.where(height <= width, (short * width) // height, short)
+    size = eval_resize_size((target_h, target_w), settings["crop_pct"])
+    if isinstance(size, tuple):
+        new_h, new_w = tf.constant(size[0]), tf.constant(size[1])
     else:
-        new_h = tf.constant(int(target_h / settings["crop_pct"]))
-        new_w = tf.constant(int(target_w / settings["crop_pct"]))
+        # `eval_resized_shape_tf` in int32: the same values (torchvision's
+        # int(short * long / short_before) is exact in integers), and float64
+        # ops are not LiteRT builtins.
+        new_h = tf.where(height <= width, size, (size * height) // width)
+        new_w = tf.where(height <= width, (size * width) // height, size)
     kernel = settings["interpolation"]
     rows = _resize_weights(height, new_h, _round_half_even(new_h - target_h), target_h,
                            kernel)

@@ -313,6 +313,24 @@ def class_names_near(run_dir):
     return None
 
 
+def model_class_names(names, args, model, run_dir):
+    """The class names a command shows: `names` (read from `--class-names`),
+    else the run directory's `class_names.json`, else `None`; a `UsageError`
+    if their count is not the model's class count.
+
+    Example:
+
+    >>> model_class_names(None, args, model, "runs/digits")
+    ['0', '1', ...]
+    """
+    names = names or class_names_near(run_dir)
+    classes = model_classes(model)
+    if names is not None and len(names) != classes:
+        source = args.class_names or os.path.join(run_dir, "class_names.json")
+        raise UsageError(f"{source!r} names {len(names)} classes; the model predicts {classes}.")
+    return names
+
+
 def read_class_names(path, flag="--class-names"):
     """A JSON list of class names from `path` (a `UsageError` if it is not one).
 

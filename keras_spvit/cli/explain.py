@@ -58,9 +58,8 @@ def run(args):
     from keras_spvit.inspection import explain, plot_explanation
     from keras_spvit.cli.common import (
         UsageError,
-        class_names_near,
         load_model,
-        model_classes,
+        model_class_names,
         read_class_names,
         resolve_model,
         resolve_preprocessing,
@@ -79,11 +78,7 @@ def run(args):
     model, run_dir = load_model(args, kind)
     if getattr(model, "backbone", None) is None:
         raise UsageError(f"{args.model!r} is not an image classifier: explain needs one.")
-    names = names or class_names_near(run_dir)
-    classes = model_classes(model)
-    if names is not None and len(names) != classes:
-        source = args.class_names or os.path.join(run_dir, "class_names.json")
-        raise UsageError(f"{source!r} names {len(names)} classes; the model predicts {classes}.")
+    names = model_class_names(names, args, model, run_dir)
     preprocessing = resolve_preprocessing(args, model, run_dir)
     print(preprocessing.describe())
     os.makedirs(args.out, exist_ok=True)

@@ -7,7 +7,6 @@ when known. SavedModel, LiteRT (`.tflite`) or ONNX (`.onnx`, needs
 `pip install "keras_spvit[export]"`). Runs under the TensorFlow backend.
 """
 
-import os
 
 
 def add_parser(subparsers):
@@ -42,9 +41,8 @@ def run(args):
 
     from keras_spvit.cli.common import (
         UsageError,
-        class_names_near,
         load_model,
-        model_classes,
+        model_class_names,
         read_class_names,
         resolve_model,
         resolve_preprocessing,
@@ -60,11 +58,7 @@ def run(args):
     kind, _ = resolve_model(args.model, args.weights)
     names = read_class_names(args.class_names) if args.class_names else None
     model, run_dir = load_model(args, kind)
-    names = names or class_names_near(run_dir)
-    classes = model_classes(model)
-    if names is not None and len(names) != classes:
-        source = args.class_names or os.path.join(run_dir, "class_names.json")
-        raise UsageError(f"{source!r} names {len(names)} classes; the model predicts {classes}.")
+    names = model_class_names(names, args, model, run_dir)
     preprocessing = resolve_preprocessing(args, model, run_dir)
     try:
         export(

@@ -98,11 +98,9 @@ def run(args):
     from keras import ops
 
     from keras_spvit.cli.common import (
-        UsageError,
-        class_names_near,
         load_model,
         logits_of,
-        model_classes,
+        model_class_names,
         read_class_names,
         resolve_model,
         resolve_preprocessing,
@@ -112,11 +110,7 @@ def run(args):
     names = read_class_names(args.class_names) if args.class_names else None
     images = read_images(args.images)
     model, run_dir = load_model(args, kind)
-    names = names or class_names_near(run_dir)
-    classes = model_classes(model)
-    if names is not None and len(names) != classes:
-        source = args.class_names or os.path.join(run_dir, "class_names.json")
-        raise UsageError(f"{source!r} names {len(names)} classes; the model predicts {classes}.")
+    names = model_class_names(names, args, model, run_dir)
     preprocessing = resolve_preprocessing(args, model, run_dir)
     logits = np.concatenate([
         ops.convert_to_numpy(logits_of(model(batch, training=False))).astype("float64")

@@ -18,7 +18,8 @@ import os
 import shutil
 import tempfile
 
-from keras_spvit.utils.preprocessing import eval_resize_size
+# Imports nothing heavy at the top: `keras-spvit export --help` reads FORMATS
+# before any backend starts (TensorFlow loads inside the functions).
 
 FORMATS = ("saved_model", "litert", "onnx")
 _EXTENSIONS = {"litert": ".tflite", "onnx": ".onnx"}
@@ -219,6 +220,8 @@ def preprocess(images, settings):
     TensorShape([1, 224, 224, 3])
     """
     import tensorflow as tf
+
+    from keras_spvit.utils.preprocessing import eval_resize_size
 
     target_h, target_w = settings["image_size"]
     shape = tf.shape(images)

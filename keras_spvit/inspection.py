@@ -192,7 +192,8 @@ def plot_explanation(result, index, path, title=None, class_names=None):
     Row 1: the model's input, the rollout over it, the top-k prediction.
     Row 2: the last block's class-token attention, one panel per head.
     Further rows: each spatial-prior layer's priors around the centre token
-    (+), one panel per head. Needs matplotlib (`pip install keras-spvit[plot]`).
+    (+), one panel per head. Each row shares one colour scale (its colour bar
+    at the right), so heads compare at a glance. Needs matplotlib (`pip install keras-spvit[plot]`).
 
     Args:
         result: the dict `explain` returned.
@@ -221,6 +222,16 @@ def plot_explanation(result, index, path, title=None, class_names=None):
     batch = result["rollout"].shape[0]
     if not isinstance(index, int) or not 0 <= index < batch:
         raise ValueError(f"Expected an index in [0, {batch}). Received: index={index!r}")
+    figure, _ = _explanation_figure(plt, result, index, title, class_names)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def _explanation_figure(plt, result, index, title, class_names):
+    """`(figure, axes grid)` of `plot_explanation` (tests read its colour scales)."""
+    from matplotlib.colors import Normalize
+
     image = _display(result["images"][index])
     height, width = image.shape[:2]
     extent = (0, width, height, 0)
@@ -234,10 +245,12 @@ def plot_explanation(result, index, path, title=None, class_names=None):
         axis.set_xticks([])
         axis.set_yticks([])
 
-    def overlay(axis, values, label):
+    def overlay(axis, values, label, vmax=None):
         axis.imshow(image, cmap=cmap, extent=extent)
-        axis.imshow(values, cmap="inferno", alpha=0.6, extent=extent, interpolation="bilinear")
+        shown = axis.imshow(values, cmap="inferno", alpha=0.6, extent=extent,
+                            interpolation="bilinear", vmin=0.0, vmax=vmax)
         axis.set_title(label, fontsize=8)
+        return shown
 
     axes[0][0].imshow(image, cmap=cmap, extent=extent)
     axes[0][0].set_title(f"model input {height}x{width}", fontsize=8)
@@ -257,29 +270,35 @@ def plot_explanation(result, index, path, title=None, class_names=None):
                   fontsize=9, transform=text.transAxes)
     for column in range(3, columns):
         axes[0][column].axis("off")
+    # One colour scale per row (0 to the row's maximum, one colour bar), so a
+    # head that attends almost uniformly looks flat next to a focused one.
+    attention = result["cls_attention"][index]
     for head in range(columns):
         axis = axes[1][head]
         if head >= heads:
             axis.axis("off")
             continue
-        values = result["cls_attention"][index, head]
-        overlay(axis, values, f"last block CLS, head {head} (max {values.max():.2f})")
+        values = attention[head]
+        shown = overlay(axis, values, f"last block CLS, head {head} (max {values.max():.2f})",
+                        vmax=float(attention.max()))
+    figure.colorbar(shown, ax=axes[1][heads - 1], fraction=0.046, pad=0.04).ax.tick_params(
+        labelsize=6)
     for row, prior in enumerate(priors, start=2):
         grid_rows, grid_cols = prior.shape[1:]
+        norm = Normalize(float(prior.min()), float(prior.max()))  # one object: one scale
         for head in range(columns):
             axis = axes[row][head]
             if head >= prior.shape[0]:
                 axis.axis("off")
                 continue
-            shown = axis.imshow(prior[head], cmap="viridis")
+            shown = axis.imshow(prior[head], cmap="viridis", norm=norm)
             axis.plot(grid_cols // 2, grid_rows // 2, marker="+", color="red", markersize=8)
             axis.set_title(f"prior layer {row - 2}, head {head}, query +", fontsize=8)
-            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+        figure.colorbar(shown, ax=axes[row][prior.shape[0] - 1], fraction=0.046,
+                        pad=0.04).ax.tick_params(labelsize=6)
     heading = title or "explain"
     if prediction is not None:
         heading = f"{heading}: predicted {prediction}"
     figure.suptitle(heading, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
+    return figure, axes

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 import keras_spvit
-from keras_spvit.inspection import attention_rollout, infer_grid, plot_explanation
+from keras_spvit.inspection import (
+    _explanation_figure,
+    attention_rollout,
+    infer_grid,
+    plot_explanation,
+)
 from tests.models.test_model_contract import build, images
 
 
@@ -111,6 +116,28 @@ def test_explain_shapes_per_family(family, tmp_path):
         assert f.read(4) == b"\x89PNG"
     with pytest.raises(ValueError, match="index=2"):
         plot_explanation(out, 2, str(tmp_path / "f.png"))
+    _check_shared_colour_scales(out, index=1)
+
+
+def _check_shared_colour_scales(out, index):
+    """Every head of a row is drawn on one colour scale: 0..the row's max for attention."""
+    import matplotlib.pyplot as plt
+
+    figure, grid = _explanation_figure(plt, out, index, None, None)
+    try:
+        attention = out["cls_attention"][index]
+        for head in range(attention.shape[0]):
+            overlay = grid[1][head].get_images()[1]
+            assert overlay.get_clim() == (0.0, pytest.approx(float(attention.max()))), head
+        for row, prior in enumerate(out["priors"], start=2):
+            scales = {grid[row][head].get_images()[0].get_clim() for head in range(len(prior))}
+            assert len(scales) == 1, (row, scales)
+            low, high = scales.pop()
+            if prior.max() > prior.min():  # (matplotlib widens a constant prior's range)
+                assert (low, high) == (pytest.approx(float(prior.min())),
+                                       pytest.approx(float(prior.max()))), row
+    finally:
+        plt.close(figure)
 
 
 def test_explain_rejects_bad_arguments():

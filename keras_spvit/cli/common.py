@@ -16,6 +16,8 @@ import dataclasses
 import json
 import math
 import os
+import sys
+import tempfile
 
 
 class UsageError(ValueError):
@@ -54,6 +56,53 @@ def user_errors(what, kinds=(ValueError, OSError)):
         raise
     except kinds as error:
         raise UsageError(f"{what}: {one_line(error)}") from error
+
+
+@contextlib.contextmanager
+def native_logs_held(keep=False):
+    """Holds what native code writes to file descriptor 2 inside the block.
+
+    TensorFlow's and the LiteRT converter's C++ libraries log to stderr below
+    Python (TF_CPP_MIN_LOG_LEVEL does not reach all of them). The held text is
+    dropped when the block succeeds and replayed when it raises, so a failure
+    still shows everything.
+
+    Args:
+        keep: bool. True (the user's `--verbose`) leaves stderr alone.
+
+    Example:
+
+    >>> with native_logs_held():
+    ...     import tensorflow
+    """
+    if keep:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        try:
+            with _stderr_to(held):
+                yield
+        except BaseException:
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+
+
+@contextlib.contextmanager
+def _stderr_to(file):
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter)
+        yield
+        return
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def one_line(error):

@@ -43,6 +43,7 @@ def run(args):
         UsageError,
         load_model,
         model_class_names,
+        native_logs_held,
         read_class_names,
         resolve_model,
         resolve_preprocessing,
@@ -61,12 +62,15 @@ def run(args):
     names = model_class_names(names, args, model, run_dir)
     preprocessing = resolve_preprocessing(args, model, run_dir)
     try:
-        export(
-            model, args.out, args.format,
-            image_size=tuple(preprocessing.image_size), crop_pct=preprocessing.crop_pct,
-            mean=preprocessing.mean, std=preprocessing.std,
-            interpolation=preprocessing.interpolation, class_names=names, top_k=args.top_k,
-        )
+        # The LiteRT / ONNX converters' C++ code logs to stderr (shown on failure).
+        with native_logs_held(keep=getattr(args, "verbose", False)):
+            export(
+                model, args.out, args.format,
+                image_size=tuple(preprocessing.image_size), crop_pct=preprocessing.crop_pct,
+                mean=preprocessing.mean, std=preprocessing.std,
+                interpolation=preprocessing.interpolation, class_names=names,
+                top_k=args.top_k,
+            )
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(preprocessing.describe())

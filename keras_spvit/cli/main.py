@@ -17,13 +17,11 @@ the lines TensorFlow writes before its logging starts are held back) unless
 """
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
-import tempfile
 
-from keras_spvit.cli.common import UsageError, one_line
+from keras_spvit.cli.common import UsageError, native_logs_held, one_line
 
 SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export", "explain")
 
@@ -70,33 +68,9 @@ def _quiet_tensorflow(verbose):
     if "tensorflow" in sys.modules:
         return
     # TensorFlow's native libraries log a few lines before absl's logging
-    # starts, ignoring TF_CPP_MIN_LOG_LEVEL: hold file descriptor 2 while
-    # importing and replay what was written if the import fails.
-    with tempfile.TemporaryFile() as held:
-        try:
-            with _stderr_to(held):
-                import tensorflow  # noqa: F401
-        except BaseException:
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-
-
-@contextlib.contextmanager
-def _stderr_to(file):
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2 (an embedded interpreter)
-        yield
-        return
-    os.dup2(file.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+    # starts, ignoring TF_CPP_MIN_LOG_LEVEL.
+    with native_logs_held():
+        import tensorflow  # noqa: F401
 
 
 def main(argv=None):

@@ -67,18 +67,19 @@ def load_h5(model, path, what, source_grid=None, skip_heads=False):
                 f"{len(model.weights)}: the file is for another architecture."
             )
     backbone = backbone_of(model)
-    layer = backbone.position_embedding
-    skipped = [layer, model.head] if skip_heads else [layer]
+    variable = backbone.position_embedding.embedding
+    skipped = [backbone.position_embedding] + ([model.head] if skip_heads else [])
     try:
-        model.load_weights(path, objects_to_skip=skipped)
         stored = _read_position_embedding(path)
         value = resize_position_embedding(stored, backbone, source_grid)
+        fits = tuple(np.shape(value)) == tuple(variable.shape)
+        if fits:  # nothing is loaded from a file whose embedding fits no grid
+            model.load_weights(path, objects_to_skip=skipped)
     except Exception as error:  # any failure is the file's: name it
         raise ValueError(
             f"Cannot load {what} ({path}) into {model.name}: {type(error).__name__}: {error}"
         ) from error
-    variable = layer.embedding
-    if tuple(np.shape(value)) != tuple(variable.shape):
+    if not fits:
         raise ValueError(
             f"{what} ({path}) holds a position embedding of shape {list(np.shape(stored))}, "
             f"which fits no grid of {backbone.name} (it takes {list(variable.shape)}): the "
@@ -163,7 +164,7 @@ def inspect_keras_weights(path):
 
     def visit(name, item):
         if isinstance(item, h5py.Dataset):
-            if name.endswith("position_embedding/vars/0"):
+            if name.split("/")[-3:] == [POSITION_GROUP, "vars", "0"]:
                 found.setdefault("position", item.shape)
             elif name.endswith("token_labeling_head/head/vars/0"):
                 found.setdefault("head", item.shape)

@@ -54,7 +54,8 @@ def load_preset_weights(model, preset, info=None):
     what = f"'model.weights.h5' of the preset {preset!r}"
     grid = None
     if info.image_shape is not None:
-        grid = (info.image_shape[0] // backbone.patch_size, info.image_shape[1] // backbone.patch_size)
+        height, width = info.image_shape[:2]
+        grid = (height // backbone.patch_size, width // backbone.patch_size)
     load_h5(backbone, weights_path, what, grid)
     if backbone is not model:
         reason = fresh_heads_reason(model, info.num_classes, "preset")

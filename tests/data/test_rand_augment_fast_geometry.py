@@ -1,5 +1,5 @@
-"""keras_spvit/data/rand_augment_fast_geometry.py: the fast mode's one-axis kernels (shear, translate) against the V3 warp they replace, PIL
-and each other."""
+"""keras_spvit/data/rand_augment_fast_geometry.py: the fast mode's one-axis kernels (shear,
+translate) against the V3 warp they replace, PIL and each other."""
 
 import math
 

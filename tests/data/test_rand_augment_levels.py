@@ -1,10 +1,11 @@
-"""Magnitude -> argument (keras_spvit/data/rand_augment_levels.py) against timm's level maps."""
+"""Magnitude -> argument (keras_spvit/data/levels.py) against timm's level maps."""
 
 import keras
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import rand_augment_levels, rand_augment_policy
+from keras_spvit.data import rand_augment_levels as levels
+from keras_spvit.data import rand_augment_policy as policy
 from keras_spvit.data.rand_augment import level_to_arg
 
 # Pure TensorFlow (runs inside tf.data whatever the Keras backend): tested on TensorFlow;
@@ -63,10 +64,10 @@ def test_level_to_arg_translate_pct():
 def test_fast_argument_table_equals_level_to_arg(translate_pct):
     # The fast mode computes arguments from a table row per operation: the
     # same numbers as `level_to_arg` (itself checked against timm above).
-    for name in rand_augment_policy._ALL_OPS:
-        row = tf.constant(rand_augment_levels._argument_row(name, translate_pct), tf.float64)
+    for name in policy._ALL_OPS:
+        row = tf.constant(levels._argument_row(name, translate_pct), tf.float64)
         for magnitude in (0.0, 2.4, 5.0, 9.0, 9.37, 10.0, 20.0):
             for negate in (False, True):
-                fast = rand_augment_levels._fast_argument(row, tf.constant(magnitude, tf.float64), negate)
+                fast = levels._fast_argument(row, tf.constant(magnitude, tf.float64), negate)
                 expected = level_to_arg(name, magnitude, negate, translate_pct)
                 assert float(fast) == float(expected), (name, magnitude, negate)

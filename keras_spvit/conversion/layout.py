@@ -109,7 +109,7 @@ def state_classes(state):
     return None if head is None else int(np.shape(head)[0])
 
 
-def convert_state(model, state, where, weight_map, hint=None):
+def convert_state(model, state, where, converter):
     """Loads an official state_dict into a backbone or a classifier with the same heads.
 
     The position embedding is resampled to the model's grid
@@ -120,15 +120,15 @@ def convert_state(model, state, where, weight_map, hint=None):
         model: a backbone, or a classifier whose heads fit the checkpoint's.
         state: the state_dict.
         where: how to name it in messages.
-        weight_map: the family's `weight_map(backbone, head)` function.
-        hint: optional `hint(state, weight_map)` (see `assign_state`).
+        converter: the family's converter module (`weight_map`,
+            `architecture_hint`; see `keras_spvit.conversion`).
 
     Returns:
         The model.
 
     Example:
 
-    >>> convert_state(model, state, "spvit_s.pth", spvit_weight_map)
+    >>> convert_state(keras_spvit.SPViT_S(), state, "spvit_s.pth", keras_spvit.conversion.spvit)
     """
     backbone = backbone_of(model)
     head = getattr(model, "head", None) if backbone is not model else None
@@ -136,4 +136,5 @@ def convert_state(model, state, where, weight_map, hint=None):
         resized = resize_position_embedding(state[POSITION_KEY], backbone)
         state = {**state, POSITION_KEY: resized}
     skip = HEAD_PREFIXES if head is None else ()
-    return assign_state(model, state, where, weight_map(backbone, head), skip, hint)
+    weight_map = converter.weight_map(backbone, head)
+    return assign_state(model, state, where, weight_map, skip, converter.architecture_hint)

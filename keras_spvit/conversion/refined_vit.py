@@ -8,13 +8,14 @@ from keras_spvit.conversion.layout import (
     backbone_weights,
     batch_norm,
     block_weights,
-    convert_state,
     dense,
     depthwise,
 )
 from keras_spvit.layers.shared_attention import SharedAttention
 from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
 
+# The converter interface (see `keras_spvit.conversion`): the backbone class it
+# fills, the weight map and an optional hint for checkpoints of another variant.
 backbone_cls = RefinedViTBackbone
 
 
@@ -62,19 +63,5 @@ def refined_vit_weight_map(backbone, head=None):
     return weights
 
 
-def convert_weights(model, state, where):
-    """Loads a released Refiner_ViT state_dict into a Refined-ViT backbone or classifier.
-
-    Args:
-        model: a `RefinedViTBackbone`, or a classifier whose heads fit the state's.
-        state: the state_dict (see `keras_spvit.conversion.checkpoint.read_state`).
-        where: how to name it in messages.
-
-    Returns:
-        The model.
-
-    Example:
-
-    >>> convert_weights(keras_spvit.RefinedViT_S(), state, "refiner_s.pth")
-    """
-    return convert_state(model, state, where, refined_vit_weight_map)
+weight_map = refined_vit_weight_map
+architecture_hint = None

@@ -7,7 +7,6 @@ conversion command all go through `spvit_weight_map`.
 from keras_spvit.conversion.layout import (
     backbone_weights,
     block_weights,
-    convert_state,
     dense,
     depthwise,
     identity,
@@ -15,6 +14,8 @@ from keras_spvit.conversion.layout import (
 from keras_spvit.layers.spatial_prior_attention import SpatialPriorAttention
 from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
 
+# The converter interface (see `keras_spvit.conversion`): the backbone class it
+# fills, the weight map and an optional hint for checkpoints of another variant.
 backbone_cls = SPViTBackbone
 
 
@@ -71,19 +72,4 @@ def architecture_hint(state, weight_map):
     )
 
 
-def convert_weights(model, state, where):
-    """Loads a released SP-ViT / LV-ViT state_dict into an SP-ViT backbone or classifier.
-
-    Args:
-        model: an `SPViTBackbone`, or a classifier whose heads fit the state's.
-        state: the state_dict (see `keras_spvit.conversion.checkpoint.read_state`).
-        where: how to name it in messages.
-
-    Returns:
-        The model.
-
-    Example:
-
-    >>> convert_weights(keras_spvit.SPViT_S(), state, "spvit_s_224.pth")
-    """
-    return convert_state(model, state, where, spvit_weight_map, architecture_hint)
+weight_map = spvit_weight_map

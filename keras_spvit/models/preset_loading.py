@@ -12,7 +12,7 @@ import keras
 from keras_hub.src.utils import preset_utils
 
 from keras_spvit.models.heads import fresh_heads_reason, notice_fresh_heads
-from keras_spvit.models.keras_weights import load_h5_at
+from keras_spvit.models.keras_weights import load_h5
 from keras_spvit.models.presets import PresetError, inspect_preset
 from keras_spvit.models.resolution import backbone_of, set_image_size
 
@@ -52,7 +52,11 @@ def load_preset_weights(model, preset, info=None):
         else preset_utils.SHARDED_MODEL_WEIGHTS_CONFIG_FILE,
     )
     what = f"'model.weights.h5' of the preset {preset!r}"
-    load_h5_at(backbone, weights_path, what, info.image_shape)
+    grid = None
+    if info.image_shape is not None:
+        height, width = info.image_shape[:2]
+        grid = (height // backbone.patch_size, width // backbone.patch_size)
+    load_h5(backbone, weights_path, what, grid)
     if backbone is not model:
         reason = fresh_heads_reason(model, info.num_classes, "preset")
         if reason is not None:

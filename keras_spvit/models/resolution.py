@@ -11,7 +11,6 @@ weight carry over unchanged.
 
 import math
 
-import keras
 import numpy as np
 from absl import logging
 
@@ -90,67 +89,6 @@ def resize_position_embedding(array, backbone, source_grid=None):
         grid,
         num_prefix_tokens=num_prefix_tokens(backbone),
     )
-
-
-def transfer_weights(source, target):
-    """Copies the weights of `source` into `target`, built for another resolution.
-
-    Both must be backbones or classifiers of the same architecture. The
-    position embedding goes through `resize_position_embedding`; every other
-    backbone weight is copied. Heads are copied when both models have heads
-    of the same shape.
-
-    Args:
-        source: the model holding the weights.
-        target: the model to fill.
-
-    Returns:
-        bool: whether the heads were copied.
-
-    Example:
-
-    >>> low = SPViT_Tiny(num_classes=10)
-    >>> high = SPViT_Tiny(num_classes=10, image_shape=(64, 64, 3))
-    >>> transfer_weights(low, high)
-    True
-    """
-    source_backbone, target_backbone = backbone_of(source), backbone_of(target)
-    if len(source_backbone.weights) != len(target_backbone.weights):
-        raise ValueError(
-            f"Cannot copy weights from {source_backbone.name} ({len(source_backbone.weights)} "
-            f"variables) into {target_backbone.name} ({len(target_backbone.weights)}): "
-            "the architectures differ."
-        )
-    position = target_backbone.position_embedding.embedding
-    values, problems = [], []
-    for source_var, target_var in zip(source_backbone.weights, target_backbone.weights):
-        value = keras.ops.convert_to_numpy(source_var)
-        if target_var is position:
-            value = resize_position_embedding(
-                value.astype("float32"), target_backbone, backbone_grid(source_backbone)
-            )
-        if source_var.path != target_var.path or tuple(value.shape) != tuple(target_var.shape):
-            problems.append(
-                f"{source_var.path} {list(source_var.shape)} -> "
-                f"{target_var.path} {list(target_var.shape)}"
-            )
-        values.append((target_var, value))
-    if problems:
-        raise ValueError(
-            f"Cannot copy weights from {source_backbone.name} into {target_backbone.name}; "
-            "these variables differ:\n" + "\n".join(f"  {p}" for p in problems[:20])
-        )
-    heads = []
-    source_head, target_head = getattr(source, "head", None), getattr(target, "head", None)
-    if source_backbone is not source and target_backbone is not target and source_head and target_head:
-        pairs = list(zip(source_head.weights, target_head.weights))
-        if len(source_head.weights) == len(target_head.weights) and all(
-            tuple(s.shape) == tuple(t.shape) for s, t in pairs
-        ):
-            heads = [(t, keras.ops.convert_to_numpy(s)) for s, t in pairs]
-    for variable, value in values + heads:
-        variable.assign(value)  # cast to the variable's dtype by Keras
-    return bool(heads)
 
 
 def rebuild(model, image_shape=None, num_classes=None):

@@ -37,6 +37,46 @@ def assemble(backbone_cls, classifier_cls, num_classes, name, weights=None, **kw
     return classifier_cls(backbone, num_classes, name=name, **classifier_kwargs)
 
 
+def generic_builder(family):
+    """Decorator: the family's generic builder from its declared signature and docstring.
+
+    The decorated function only declares the builder's public arguments
+    (defaults and docstring); calling the builder passes every argument, by
+    name, to `assemble` with the family's backbone and classifier classes.
+
+    Args:
+        family: a `keras_spvit.zoo.families.Family`.
+
+    Returns:
+        The decorator.
+
+    Example:
+
+    >>> @generic_builder(SPVIT)
+    ... def SPViT(embed_dim=None, depth=None, num_heads=None, num_classes=1000, name=None,
+    ...           **kwargs):
+    ...     \"\"\"Builds an `SPViTImageClassifier` from hyper-parameters.\"\"\"
+    """
+
+    def decorate(declaration):
+        signature = inspect.signature(declaration)
+
+        @functools.wraps(declaration)
+        def build(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.update(arguments.pop("kwargs", {}))
+            num_classes, name = arguments.pop("num_classes"), arguments.pop("name")
+            return assemble(
+                family.backbone_cls, family.classifier_cls, num_classes, name, **arguments
+            )
+
+        return build
+
+    return decorate
+
+
 def _check_known(backbone_cls, kwargs):
     """Rejects an argument neither the backbone nor the classifier takes (a
     typo would otherwise vanish into Keras' `**kwargs`)."""

@@ -1,11 +1,12 @@
 """Model builders of the PSViT family (a reconstruction; see `PSViTBackbone`)."""
 
-from keras_spvit.models.psvit.psvit_backbone import PSViTBackbone
-from keras_spvit.models.psvit.psvit_image_classifier import PSViTImageClassifier
-from keras_spvit.zoo.builders import assemble, named_builder
+import functools
+
+from keras_spvit.zoo.builders import generic_builder, named_builder
 from keras_spvit.zoo.families import PSVIT
 
 
+@generic_builder(PSVIT)
 def PSViT(
     stage_depths=None,
     stage_dims=None,
@@ -47,25 +48,9 @@ def PSViT(
     >>> model = PSViT((2, 2), (32, 64), (1, 2), shared_layers=[1, 3],
     ...               patch_size=8, num_classes=10, image_shape=(32, 32, 3))
     """
-    return assemble(
-        PSViTBackbone,
-        PSViTImageClassifier,
-        num_classes,
-        name,
-        stage_depths=stage_depths,
-        stage_dims=stage_dims,
-        stage_heads=stage_heads,
-        pooling_mode=pooling_mode,
-        shared_layers=shared_layers,
-        image_shape=image_shape,
-        **kwargs,
-    )
 
 
-def _named(name):
-    return named_builder(PSVIT, PSViT, name)
-
-
+_named = functools.partial(named_builder, PSVIT, PSViT)
 PSViT_2D_Tiny = _named("PSViT_2D_Tiny")
 PSViT_1D_Tiny = _named("PSViT_1D_Tiny")
 PSViT_2D_Small = _named("PSViT_2D_Small")

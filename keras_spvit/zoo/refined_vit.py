@@ -1,13 +1,12 @@
 """Model builders of the Refined-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.refined_vit.refined_vit_backbone import RefinedViTBackbone
-from keras_spvit.models.refined_vit.refined_vit_image_classifier import (
-    RefinedViTImageClassifier,
-)
-from keras_spvit.zoo.builders import assemble, named_builder
+import functools
+
+from keras_spvit.zoo.builders import generic_builder, named_builder
 from keras_spvit.zoo.families import REFINED_VIT
 
 
+@generic_builder(REFINED_VIT)
 def RefinedViT(
     embed_dim=None,
     depth=None,
@@ -50,25 +49,9 @@ def RefinedViT(
     >>> model = RefinedViT(embed_dim=64, depth=4, num_heads=4, num_classes=10,
     ...                    image_shape=(64, 64, 3))
     """
-    return assemble(
-        RefinedViTBackbone,
-        RefinedViTImageClassifier,
-        num_classes,
-        name,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        image_shape=image_shape,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
 
 
-def _named(name):
-    return named_builder(REFINED_VIT, RefinedViT, name)
-
-
+_named = functools.partial(named_builder, REFINED_VIT, RefinedViT)
 RefinedViT_S = _named("RefinedViT_S")
 RefinedViT_M = _named("RefinedViT_M")
 RefinedViT_L = _named("RefinedViT_L")

@@ -1,11 +1,12 @@
 """Model builders of the SP-ViT family: a generic one and one per variant."""
 
-from keras_spvit.models.spvit.spvit_backbone import SPViTBackbone
-from keras_spvit.models.spvit.spvit_image_classifier import SPViTImageClassifier
-from keras_spvit.zoo.builders import assemble, named_builder
+import functools
+
+from keras_spvit.zoo.builders import generic_builder, named_builder
 from keras_spvit.zoo.families import SPVIT
 
 
+@generic_builder(SPVIT)
 def SPViT(
     embed_dim=None,
     depth=None,
@@ -54,28 +55,9 @@ def SPViT(
     >>> model = SPViT(embed_dim=64, depth=4, num_heads=2, spatial_prior_blocks=2,
     ...               num_classes=10, image_shape=(64, 64, 3))
     """
-    return assemble(
-        SPViTBackbone,
-        SPViTImageClassifier,
-        num_classes,
-        name,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        spatial_prior_blocks=spatial_prior_blocks,
-        stem=stem,
-        skip_lam=skip_lam,
-        image_shape=image_shape,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
 
 
-def _named(name):
-    return named_builder(SPVIT, SPViT, name)
-
-
+_named = functools.partial(named_builder, SPVIT, SPViT)
 SPViT_S = _named("SPViT_S")
 SPViT_M = _named("SPViT_M")
 _SPViT_L_Paper = _named("SPViT_L")

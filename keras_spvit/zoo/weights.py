@@ -12,7 +12,7 @@ import os
 from keras_hub.models import ImageClassifierPreprocessor
 
 from keras_spvit.conversion.checkpoint import read_state
-from keras_spvit.conversion.layout import state_classes, state_grid
+from keras_spvit.conversion.layout import convert_state, state_classes, state_grid
 from keras_spvit.models.heads import fresh_heads_reason, notice_fresh_heads
 from keras_spvit.models.image_classifier_preprocessor import default_preprocessor
 from keras_spvit.models.keras_weights import inspect_keras_weights, load_keras_weights
@@ -54,11 +54,11 @@ def load_official_state(model, state, where):
     converter = _converter_of(model)
     backbone = backbone_of(model)
     if backbone is model:
-        return converter.convert_weights(model, state, where)
+        return convert_state(model, state, where, converter)
     reason = fresh_heads_reason(model, state_classes(state), "checkpoint")
     if reason is None:
-        return converter.convert_weights(model, state, where)
-    converter.convert_weights(backbone, state, where)
+        return convert_state(model, state, where, converter)
+    convert_state(backbone, state, where, converter)
     notice_fresh_heads(model, where, reason)
     return model
 
@@ -97,7 +97,7 @@ def load_official_weights(model, source, prefer_ema=False):
     """
     converter = _converter_of(model)
     state, where = read_state(source, prefer_ema)
-    return converter.convert_weights(model, state, where)
+    return convert_state(model, state, where, converter)
 
 
 def resolve_weights(weights):

@@ -7,15 +7,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import rand_augment
+from keras_spvit.data import (
+    rand_augment,
+    rand_augment_colour,
+    rand_augment_fast_geometry,
+    rand_augment_geometry,
+    rand_augment_levels,
+    rand_augment_ops,
+    rand_augment_policy,
+)
 from keras_spvit.data.rand_augment import (
-    DEFAULT_FILL,
     RAND_INCREASING_TRANSFORMS,
-    RAND_TRANSFORMS,
     RandAugment,
     apply_op,
     level_to_arg,
-    parse_policy,
 )
 
 # Pure TensorFlow code (it runs inside tf.data whatever the Keras backend), so
@@ -28,263 +33,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 PIL = pytest.importorskip("PIL")
-from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 
-FILL = (124, 116, 104)
-
-
-def _image(height=29, width=37, seed=0):
-    # Random pixels with flat patches (flat windows must stay exact) and a
-    # narrow-range corner (autocontrast / equalize see uneven histograms).
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
-    image[:6, :10] = 77
-    image[-5:, -7:] = (250, 3, 128)
-    image[8:14, 3:9] = rng.integers(40, 60, (6, 6, 3))
-    return image
-
-
-def _ours(name, image, arg=0.0, exact=True, **kwargs):
-    out = apply_op(name, image, arg, exact=exact, **kwargs).numpy()
-    assert out.dtype == np.float32 and out.shape == image.shape
-    return out.astype(np.int64)
-
-
-def _pil(image):
-    return Image.fromarray(image)
-
-
-def _as_array(pil_image):
-    return np.asarray(pil_image).astype(np.int64)
-
-
-# === Operations against PIL (exact: the same uint8 maths) ===
-
-
-@pytest.mark.parametrize(
-    "name, reference",
-    [
-        ("AutoContrast", ImageOps.autocontrast),
-        ("Equalize", ImageOps.equalize),
-        ("Invert", ImageOps.invert),
-    ],
-)
-@pytest.mark.parametrize("exact", [True, False])
-def test_argumentless_ops_match_pil(name, reference, exact):
-    image = _image()
-    expected = _as_array(reference(_pil(image)))
-    np.testing.assert_array_equal(_ours(name, image, exact=exact), expected)
-
-
-def test_autocontrast_and_equalize_leave_flat_channels_alone():
-    image = np.full((5, 6, 3), 90, np.uint8)
-    image[..., 2] = np.arange(30).reshape(5, 6)
-    for name, reference in (
-        ("AutoContrast", ImageOps.autocontrast),
-        ("Equalize", ImageOps.equalize),
-    ):
-        ours = _ours(name, image)
-        np.testing.assert_array_equal(ours, _as_array(reference(_pil(image))))
-        assert (ours[..., :2] == 90).all()
-
-
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
-def test_posterize_matches_pil(bits):
-    image = _image()
-    expected = _as_array(ImageOps.posterize(_pil(image), bits))
-    np.testing.assert_array_equal(_ours("Posterize", image, bits), expected)
-    np.testing.assert_array_equal(_ours("Posterize", image, bits, exact=False), expected)
-
-
-def test_posterize_zero_bits_is_black():
-    # timm's level 0 (m < 2.5); PIL up to 9.x gave black (mask 0), Pillow 10+ raises.
-    assert (_ours("Posterize", _image(), 0) == 0).all()
-
-
-@pytest.mark.parametrize("threshold", [0, 77, 128, 230, 256])
-def test_solarize_matches_pil(threshold):
-    image = _image()
-    expected = _as_array(ImageOps.solarize(_pil(image), threshold))
-    np.testing.assert_array_equal(_ours("Solarize", image, threshold), expected)
-    np.testing.assert_array_equal(_ours("Solarize", image, threshold, exact=False), expected)
-
-
-@pytest.mark.parametrize("addition", [0, 33, 110])
-def test_solarize_add_matches_timm_lut(addition):
-    # timm's `solarize_add`: a PIL point table, +add below 128, capped at 255.
-    image = _image()
-    table = [min(255, i + addition) if i < 128 else i for i in range(256)] * 3
-    expected = _as_array(_pil(image).point(table))
-    np.testing.assert_array_equal(_ours("SolarizeAdd", image, addition), expected)
-    np.testing.assert_array_equal(_ours("SolarizeAdd", image, addition, exact=False), expected)
-
-
-@pytest.mark.parametrize("factor", [0.1, 0.46, 1.0, 1.54, 1.9])
-@pytest.mark.parametrize(
-    "name, enhancer",
-    [
-        ("Color", ImageEnhance.Color),
-        ("Contrast", ImageEnhance.Contrast),
-        ("Brightness", ImageEnhance.Brightness),
-        ("Sharpness", ImageEnhance.Sharpness),
-    ],
-)
-def test_enhance_ops_match_pil(name, enhancer, factor):
-    image = _image()
-    expected = _as_array(enhancer(_pil(image)).enhance(factor))
-    np.testing.assert_array_equal(_ours(name, image, factor), expected)
-    # The Increasing variants run the same operation; the fast mode too.
-    np.testing.assert_array_equal(_ours(name + "Increasing", image, factor), expected)
-    np.testing.assert_array_equal(_ours(name, image, factor, exact=False), expected)
-
-
-def _pil_affine(image, matrix, interpolation):
-    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
-    return _as_array(
-        _pil(image).transform(
-            (image.shape[1], image.shape[0]),
-            Image.AFFINE,
-            matrix,
-            resample=resample,
-            fillcolor=FILL,
-        )
-    )
-
-
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
-@pytest.mark.parametrize("shape", [(29, 37), (40, 24)])
-def test_geometric_ops_match_pil(interpolation, shape):
-    # Exact: float64 coordinates and PIL's interpolation polynomials in PIL's
-    # evaluation order, truncated as PIL stores uint8. Includes translations
-    # whose fractional offset is "round" (0.4 px), where any other evaluation
-    # order lands on the other side of an integer for many pixels.
-    image = _image(*shape)
-    height, width = shape
-    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
-    kwargs = dict(fill=FILL, interpolation=interpolation)
-    for degrees in (-27.3, 0.0, 13.0, 30.0):
-        expected = _as_array(_pil(image).rotate(degrees, resample=resample, fillcolor=FILL))
-        np.testing.assert_array_equal(_ours("Rotate", image, degrees, **kwargs), expected)
-    for factor in (-0.3, 0.17):
-        np.testing.assert_array_equal(
-            _ours("ShearX", image, factor, **kwargs),
-            _pil_affine(image, (1, factor, 0, 0, 1, 0), interpolation),
-        )
-        np.testing.assert_array_equal(
-            _ours("ShearY", image, factor, **kwargs),
-            _pil_affine(image, (1, 0, 0, factor, 1, 0), interpolation),
-        )
-    for pct in (-0.45, 0.2, 0.1234):
-        np.testing.assert_array_equal(
-            _ours("TranslateXRel", image, pct, **kwargs),
-            _pil_affine(image, (1, 0, pct * width, 0, 1, 0), interpolation),
-        )
-        np.testing.assert_array_equal(
-            _ours("TranslateYRel", image, pct, **kwargs),
-            _pil_affine(image, (1, 0, 0, 0, 1, pct * height), interpolation),
-        )
-
-
-def test_default_fill_is_timm_img_mean_of_imagenet():
-    # timm's transforms factory: img_mean = tuple(min(255, round(255 * x)) for x in mean).
-    assert DEFAULT_FILL == (124, 116, 104)
-    out = _ours("TranslateXRel", _image(), 0.45)
-    assert (out[:, -10:] == DEFAULT_FILL).all()
-
-
-# === Policies and levels ===
-
-
-@pytest.mark.parametrize(
-    "policy, expected",
-    [
-        ("rand-m9-mstd0.5", dict(num_ops=2, magnitude=9, magnitude_std=0.5, increasing=False)),
-        ("rand-m9-mstd0.5-inc1", dict(magnitude=9, magnitude_std=0.5, increasing=True)),
-        ("rand-m9-n3-mstd0.5", dict(num_ops=3, magnitude=9, magnitude_std=0.5)),
-        ("rand-n1-m7", dict(num_ops=1, magnitude=7, magnitude_std=0.0, magnitude_max=10.0)),
-        ("rand-m15-mmax20-p0.3", dict(magnitude=15, magnitude_max=20.0, prob=0.3)),
-        ("rand-mmax0", dict(magnitude=10, magnitude_max=10.0)),
-        ("rand-mstd101", dict(magnitude_std=math.inf)),
-        ("rand-inc0", dict(increasing=False)),
-        ("rand", dict(num_ops=2, magnitude=10, magnitude_std=0.0, prob=0.5)),
-    ],
-)
-def test_parse_policy(policy, expected):
-    config = parse_policy(policy)
-    for key, value in expected.items():
-        assert config[key] == value, (policy, key)
-
-
-@pytest.mark.parametrize(
-    "policy",
-    [
-        "rand-x9",
-        "rand-m",
-        "rand-m9.5",
-        "rand-mstdinf",
-        "augmix-m9",
-        "rand-tweights",
-        "rand-w0",
-        "",
-        9,
-    ],
-)
-def test_parse_policy_rejects_bad_strings(policy):
-    with pytest.raises(ValueError, match="policy"):
-        parse_policy(policy)
-
-
-def test_increasing_policy_uses_timm_increasing_list():
-    assert RandAugment("rand-m9-mstd0.5-inc1").transforms == RAND_INCREASING_TRANSFORMS
-    assert RandAugment("rand-m9-mstd0.5").transforms == RAND_TRANSFORMS
-    assert len(RAND_TRANSFORMS) == 15 and RAND_TRANSFORMS[0] == "AutoContrast"
-
-
-# (name, magnitude, negate, timm's value), computed by hand from timm's
-# `_*_level_to_arg` (magnitudes are out of 10).
-LEVELS = [
-    ("Rotate", 9.0, False, 27.0),
-    ("Rotate", 9.0, True, -27.0),
-    ("Rotate", 10.0, False, 30.0),
-    ("ShearX", 9.0, False, 0.27),
-    ("ShearY", 5.0, True, -0.15),
-    ("TranslateXRel", 9.0, False, 0.405),
-    ("TranslateYRel", 10.0, True, -0.45),
-    ("Posterize", 9.0, False, 3),
-    ("Posterize", 10.0, False, 4),
-    ("Posterize", 2.4, False, 0),
-    ("PosterizeIncreasing", 9.0, False, 1),
-    ("Solarize", 9.0, False, 230),
-    ("Solarize", 10.0, False, 256),
-    ("Solarize", 20.0, False, 256),
-    ("SolarizeIncreasing", 9.0, False, 26),
-    ("SolarizeAdd", 9.0, False, 99),
-    ("SolarizeAdd", 10.0, False, 110),
-    ("SolarizeAdd", 20.0, False, 128),
-    ("Color", 9.0, True, 1.72),
-    ("Contrast", 0.0, False, 0.1),
-    ("Brightness", 10.0, False, 1.9),
-    ("Sharpness", 5.0, False, 1.0),
-    ("ColorIncreasing", 9.0, False, 1.81),
-    ("ContrastIncreasing", 9.0, True, 0.19),
-    ("BrightnessIncreasing", 12.0, True, 0.1),
-    ("SharpnessIncreasing", 0.0, True, 1.0),
-    ("AutoContrast", 9.0, False, 0.0),
-]
-
-
-@pytest.mark.parametrize("name, magnitude, negate, expected", LEVELS)
-def test_level_to_arg_matches_timm(name, magnitude, negate, expected):
-    value = float(level_to_arg(name, magnitude, negate))
-    if isinstance(expected, int):
-        assert value == expected
-    else:
-        assert value == pytest.approx(expected, rel=1e-12, abs=1e-12)
-
-
-def test_level_to_arg_translate_pct():
-    assert float(level_to_arg("TranslateXRel", 10.0, translate_pct=0.3)) == pytest.approx(0.3)
-
+from tests.data.test_rand_augment_ops import FILL, _image, _ours, _pil  # noqa: E402
 
 # === Draws, seeds, tf.data ===
 
@@ -369,10 +120,14 @@ def test_random_interpolation_picks_bilinear_or_bicubic_per_op():
     assert kinds == {"bilinear", "bicubic"}
 
 
-def test_module_is_pure_tensorflow():
-    # It runs in tf.data whatever the Keras backend: no Keras in the module.
-    assert "keras" not in vars(rand_augment)
-    source = open(rand_augment.__file__).read()
+@pytest.mark.parametrize("module", [
+    rand_augment, rand_augment_colour, rand_augment_fast_geometry, rand_augment_geometry,
+    rand_augment_levels, rand_augment_ops, rand_augment_policy,
+])
+def test_modules_are_pure_tensorflow(module):
+    # It runs in tf.data whatever the Keras backend: no Keras in the modules.
+    assert "keras" not in vars(module)
+    source = open(module.__file__).read()
     assert "import keras" not in source and "from keras " not in source
 
 
@@ -654,19 +409,6 @@ def test_default_is_fast_and_draws_do_not_depend_on_mode():
             np.testing.assert_array_equal(fast(float_image, [4, s]), exact(float_image, [4, s]))
             colour_only += 1
     assert colour_only >= 3
-
-
-@pytest.mark.parametrize("translate_pct", [0.45, 0.3])
-def test_fast_argument_table_equals_level_to_arg(translate_pct):
-    # The fast mode computes arguments from a table row per operation: the
-    # same numbers as `level_to_arg` (itself checked against timm above).
-    for name in rand_augment._ALL_OPS:
-        row = tf.constant(rand_augment._argument_row(name, translate_pct), tf.float64)
-        for magnitude in (0.0, 2.4, 5.0, 9.0, 9.37, 10.0, 20.0):
-            for negate in (False, True):
-                fast = rand_augment._fast_argument(row, tf.constant(magnitude, tf.float64), negate)
-                expected = level_to_arg(name, magnitude, negate, translate_pct)
-                assert float(fast) == float(expected), (name, magnitude, negate)
 
 
 def test_fast_rand_augment_applies_the_drawn_op_as_apply_op():

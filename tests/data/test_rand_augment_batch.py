@@ -101,33 +101,6 @@ def test_an_empty_batch_and_a_batch_without_operations_pass_through():
     assert empty.shape == (0, 24, 32, 3)
 
 
-def test_point_and_grey_blend_families_are_the_single_operations():
-    # The shared kernels with neutral parameters (8 bits: unit 1) are each
-    # operation exactly.
-    images = tf.constant(_images(4), tf.float32)
-    ones = tf.ones((4,), tf.float64)
-    cases = [
-        ((4 * ones, 256 * ones, 0 * ones), lambda x: rand_augment._posterize_batch(x, 4 * ones)),
-        ((8 * ones, 0 * ones, 0 * ones), lambda x: 255.0 - x),
-        ((8 * ones, 100 * ones, 0 * ones), lambda x: rand_augment._solarize_batch(x, 100 * ones)),
-        ((8 * ones, 256 * ones, 70 * ones),
-         lambda x: rand_augment._solarize_add_batch(x, 70 * ones)),
-    ]
-    for (bits, threshold, addition), op in cases:
-        unit = 2.0 ** tf.maximum(8.0 - bits, 0.0)
-        ours = rand_augment._point_batch(images, unit, threshold, addition)
-        np.testing.assert_array_equal(ours.numpy(), op(images).numpy())
-    factor = 1.7 * ones
-    for weights, op in (
-        ((1.0, 0.0), rand_augment._color_batch),
-        ((0.0, 1.0), rand_augment._contrast_batch),
-        ((0.0, 0.0), rand_augment._brightness_batch),
-    ):
-        grey, mean = (tf.fill((4,), w) for w in weights)
-        ours = rand_augment._grey_blend_batch(images, factor, grey, mean)
-        np.testing.assert_array_equal(ours.numpy(), op(images, factor).numpy())
-
-
 def test_quantize_is_round_half_to_even_of_255x():
     values = tf.constant([0.0, 0.5, 1.0, 1.5, -0.2, 0.3 / 255.0, 2.5 / 255.0])
     np.testing.assert_array_equal(quantize(values).numpy(), [0, 128, 255, 255, 0, 0, 2])

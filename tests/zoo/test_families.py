@@ -53,6 +53,10 @@ def test_a_named_builder_carries_its_rows_docstring():
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.converter], ids=lambda f: f.name)
 def test_converters_name_their_family(family):
     assert family.converter.backbone_cls is family.backbone_cls
+    # The rest of the converter interface `convert_state` reads.
+    assert callable(family.converter.weight_map)
+    hint = family.converter.architecture_hint
+    assert hint is None or callable(hint)
     assert family.ports.count("/") == 1
 
 

@@ -1,5 +1,5 @@
-"""The fast mode's one-axis kernels (shear, translate) against the V3 warp they replace, PIL
-and each other."""
+"""keras_spvit/data/rand_augment_fast_geometry.py: the fast mode's one-axis kernels (shear,
+translate) against the V3 warp they replace, PIL and each other."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import rand_augment
+from keras_spvit.data import rand_augment_fast_geometry, rand_augment_geometry
 from keras_spvit.data.rand_augment import apply_op
 
 # Pure TensorFlow (runs inside tf.data whatever the Keras backend): tested on TensorFlow.
@@ -44,7 +44,7 @@ def _image(height, width, seed=0):
 
 
 def _matrix(name, arg, height, width):
-    return rand_augment._affine_matrix(name, arg, float(width), float(height))
+    return rand_augment_geometry._affine_matrix(name, arg, float(width), float(height))
 
 
 def _v3(name, image, arg):
@@ -52,7 +52,7 @@ def _v3(name, image, arg):
     height, width = image.shape[:2]
     matrix = _matrix(name, arg, height, width)
     pixels = tf.constant(image, tf.float32)
-    return rand_augment._warp_image_fast(pixels, matrix, "bilinear", FILL).numpy()
+    return rand_augment_fast_geometry._warp_image_fast(pixels, matrix, "bilinear", FILL).numpy()
 
 
 @pytest.mark.parametrize("shape", [(29, 37), (40, 24)])
@@ -151,8 +151,8 @@ def test_batched_shift_kernel_equals_the_translate_kernel_bit_for_bit():
     image = tf.constant(_image(23, 31, seed=3), tf.float32)
     for along_x, offset in ((1.0, 5.37), (1.0, -12.5), (0.0, 3.999), (0.0, -0.25), (1.0, 40.0)):
         along_x, offset = tf.constant(along_x, tf.float64), tf.constant(offset, tf.float64)
-        padded = rand_augment._translate_image_fast(image, along_x, offset, FILL)
-        gathered = rand_augment._shift_images_fast(
+        padded = rand_augment_fast_geometry._translate_image_fast(image, along_x, offset, FILL)
+        gathered = rand_augment_fast_geometry._shift_images_fast(
             image[None], along_x[None], tf.zeros((1,), tf.float64), offset[None], FILL
         )[0]
         np.testing.assert_array_equal(padded, gathered)

@@ -25,7 +25,9 @@ import tempfile
 
 from keras_spvit.cli.common import UsageError, one_line
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export", "explain")
+SUBCOMMANDS = (
+    "train", "evaluate", "predict", "convert", "label", "export", "explain", "study",
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):

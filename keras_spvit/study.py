@@ -302,6 +302,7 @@ def plot_learning_curves(summary, path, title=None):
                       markersize=4, capsize=3, label=model)
     axis.set_xscale("log")
     sizes = sorted({r["size"] for r in summary["rows"]})
+    axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)  # one size too: offsets stay small
     axis.set_xticks(sizes)
     axis.set_xticklabels([f"{s:,}" for s in sizes])
     axis.minorticks_off()

@@ -10,7 +10,8 @@ one of them.
 
     KERAS_BACKEND=tensorflow python examples/digits_demo.py --epochs 20 --seeds 0 1
 
-`make demo` runs this.
+`make demo` now runs the data-efficiency study (`keras-spvit study`, docs/study.md),
+of which this script is the two-model, one-size special case.
 """
 
 import argparse

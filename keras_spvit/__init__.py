@@ -60,7 +60,9 @@ __all__ = [
     "layers",
     "load_official_weights",
     "make_token_labels",
+    "run_study",
     "search",
+    "study",
     "upload_preset",
 ]
 

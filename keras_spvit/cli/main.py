@@ -23,7 +23,9 @@ import sys
 
 from keras_spvit.cli.common import UsageError, native_logs_held, one_line
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "convert", "label", "export", "explain")
+SUBCOMMANDS = (
+    "train", "evaluate", "predict", "convert", "label", "export", "explain", "study",
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,853 @@
+"""Does the prior pay off? A data-efficiency study: models x training-set sizes x seeds.
+
+Each model trains with ONE shared recipe (nothing is tuned for one model) on
+class-balanced subsets of a source's training split, and is evaluated on its
+fixed test split. A cell is one `(model, size, seed)`; it is a run directory
+of its own under `OUT/cells/`, finished when its `cell.json` exists, so an
+interrupted study resumes where it stopped and a larger grid in the same
+`OUT` reuses every finished cell. The settings that decide a cell's result
+(data, recipe, epochs, image size, ...) are kept in `OUT/settings.json`; a
+rerun with other settings in the same `OUT` is refused.
+
+Outputs in `OUT`: `study.json` (every cell, the table, the paired
+comparisons), `table.md` (markdown), `learning_curves.png` (test accuracy vs
+training-set size, log x, mean +/- std over seeds, one line per model) and,
+when a spatial-prior model ran, `spatial_priors.png`.
+
+Subsets: per seed, classes are filled round-robin in a seeded class order
+and the images of each class are taken in a seeded order, so the subsets
+are exactly class-balanced (sizes differ by at most one image between
+classes) and nested: with one seed, the 100-image subset is part of the
+300-image one.
+"""
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SETTINGS_FILE = "settings.json"
+CELL_FILE = "cell.json"
+# Sources whose splits fit in memory (subsets are index arrays).
+STUDY_SOURCES = "digits, fashion_mnist, idx:PATH, npz:PATH (with test_data) or tfds:NAME"
+# Two-sided 95% Student t quantiles by degrees of freedom (1..10); 2.0 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+# === Subsets ===
+
+
+def balanced_subset(labels, size, seed, num_classes=None):
+    """Indices of a class-balanced subset of `labels`, fixed by `(size, seed)`.
+
+    Every class gets `size // num_classes` images and the first
+    `size % num_classes` classes of a seeded class order one more; within a
+    class the images come in a seeded order. With one seed the subsets of
+    growing sizes are nested.
+
+    Args:
+        labels: int array `(n,)` of class ids in `[0, num_classes)`.
+        size: int. Images to pick, at least `num_classes`.
+        seed: int.
+        num_classes: optional int (default `labels.max() + 1`).
+
+    Returns:
+        Sorted int64 indices into `labels`.
+
+    Example:
+
+    >>> labels = np.repeat(np.arange(10), 50)
+    >>> np.bincount(labels[balanced_subset(labels, 100, seed=0)]).tolist()
+    [10, 10, 10, 10, 10, 10, 10, 10, 10, 10]
+    """
+    labels = np.asarray(labels)
+    num_classes = int(num_classes or labels.max() + 1)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < num_classes:
+        raise ValueError(f"Expected a training-set size of at least {num_classes} (one image "
+                         f"per class). Received: size={size!r}")
+    if size > len(labels):
+        raise ValueError(f"Expected a training-set size of at most {len(labels)} (the train "
+                         f"split). Received: size={size}")
+    order = np.random.default_rng(seed).permutation(num_classes)
+    counts = np.full(num_classes, size // num_classes)
+    counts[order[: size % num_classes]] += 1
+    picked = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < counts[c]:
+            raise ValueError(
+                f"Expected at least {counts[c]} images of class {c} for size={size}; the train "
+                f"split has {len(members)}."
+            )
+        shuffled = np.random.default_rng([seed, c]).permutation(members)
+        picked.append(shuffled[: counts[c]])
+    return np.sort(np.concatenate(picked)).astype("int64")
+
+
+def study_arrays(data, split, data_dir=None):
+    """`(images, labels)` of a source's split held in memory (uint8, int32).
+
+    Args:
+        data: `digits`, `fashion_mnist`, `idx:PATH`, `npz:PATH` or `tfds:NAME`
+            (loaded whole: for datasets that fit in memory, e.g. cifar10).
+        split: `train`, `test` (or any TFDS split).
+        data_dir: TFDS data directory.
+
+    Example:
+
+    >>> images, labels = study_arrays("digits", "test")
+    >>> images.shape
+    (359, 8, 8)
+    """
+    from keras_spvit.data.sources import parse_source, source_arrays
+
+    kind, value = parse_source(data)
+    if kind == "tfds":
+        import tensorflow_datasets as tfds
+
+        arrays = tfds.as_numpy(tfds.load(value, split=split, batch_size=-1, data_dir=data_dir,
+                                         as_supervised=True))
+        return np.asarray(arrays[0]), np.asarray(arrays[1]).astype("int32")
+    if kind == "folder":
+        raise ValueError(f"Expected a source held in memory ({STUDY_SOURCES}). Received: "
+                         f"data={data!r} (an image folder: save it as an .npz first).")
+    images, labels, _ = source_arrays(data, split, data_dir)
+    return images, labels
+
+
+# === Statistics ===
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def t95(dof):
+    """The two-sided 95% Student t quantile for `dof` degrees of freedom."""
+    return _T95[dof - 1] if dof <= len(_T95) else 2.0
+
+
+def summarize(cells, models, sizes, baseline=None):
+    """Mean +/- std per model and size, and paired differences against a baseline.
+
+    Args:
+        cells: list of dicts with `model`, `size`, `seed`, `test_accuracy`,
+            `train_accuracy` and `test_count` (test images, for ties).
+        models: model labels in table order.
+        sizes: sizes in table order.
+        baseline: optional model label; its paired comparison is left out.
+
+    Returns:
+        `{"rows": [...], "paired": [...]}`. A row: `model`, `size`, `seeds`,
+        `test_mean`, `test_std`, `train_mean`, `train_std` (std `None` for
+        one seed; sample std otherwise). A paired entry (one per other model
+        and size with common seeds): `model`, `baseline`, `size`, `seeds`,
+        `diff_mean`, `diff_std`, `ci95` (half-width of the t interval of the
+        mean, `None` for one seed), `wins`, `ties`, `losses` (test accuracy,
+        per seed; a tie is the same number of test images right).
+
+    Example:
+
+    >>> cells = [dict(model="A", size=100, seed=s, test_accuracy=a, train_accuracy=1.0,
+    ...               test_count=100) for s, a in ((0, 0.5), (1, 0.7))]
+    >>> summarize(cells, ["A"], [100])["rows"][0]["test_mean"]
+    0.6
+    """
+    by_key = {(c["model"], c["size"], c["seed"]): c for c in cells}
+    rows, paired = [], []
+    for size in sizes:
+        for model in models:
+            mine = [c for c in cells if c["model"] == model and c["size"] == size]
+            if not mine:
+                continue
+            test = [c["test_accuracy"] for c in mine]
+            train = [c["train_accuracy"] for c in mine]
+            rows.append({"model": model, "size": size, "seeds": len(mine),
+                         "test_mean": statistics.mean(test), "test_std": _std(test),
+                         "train_mean": statistics.mean(train), "train_std": _std(train)})
+            if baseline is None or model == baseline:
+                continue
+            pairs = [(c, by_key[(baseline, size, c["seed"])]) for c in mine
+                     if (baseline, size, c["seed"]) in by_key]
+            if not pairs:
+                continue
+            diffs = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
+            tie = 0.5 / max(a.get("test_count") or 1 for a, _ in pairs)
+            std = _std(diffs)
+            paired.append({
+                "model": model, "baseline": baseline, "size": size, "seeds": len(pairs),
+                "diff_mean": statistics.mean(diffs), "diff_std": std,
+                "ci95": None if std is None else t95(len(diffs) - 1) * std / math.sqrt(len(diffs)),
+                "wins": sum(d > tie for d in diffs), "ties": sum(abs(d) <= tie for d in diffs),
+                "losses": sum(d < -tie for d in diffs),
+            })
+    return {"rows": rows, "paired": paired}
+
+
+def _pm(mean, std, points=True):
+    scale = 100 if points else 1
+    text = f"{scale * mean:.1f}"
+    return text + ("" if std is None else f" ± {scale * std:.1f}")
+
+
+def format_table(summary):
+    """Markdown tables of `summarize`'s result: accuracies, then the paired comparison.
+
+    Example:
+
+    >>> print(format_table(summarize(cells, ["A", "B"], [100], baseline="A")))
+    """
+    lines = ["| model | train images | seeds | test accuracy % | train accuracy % |",
+             "|---|---:|---:|---:|---:|"]
+    for r in summary["rows"]:
+        lines.append(f"| {r['model']} | {r['size']:,} | {r['seeds']} | "
+                     f"{_pm(r['test_mean'], r['test_std'])} | "
+                     f"{_pm(r['train_mean'], r['train_std'])} |")
+    if summary["paired"]:
+        lines += ["", "| model − baseline | train images | seeds | test accuracy difference "
+                  "(points, mean ± std) | 95% interval of the mean | wins / ties / losses |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for p in summary["paired"]:
+            interval = ("n/a (one seed)" if p["ci95"] is None else
+                        f"[{100 * (p['diff_mean'] - p['ci95']):+.1f}, "
+                        f"{100 * (p['diff_mean'] + p['ci95']):+.1f}]")
+            spread = "" if p["diff_std"] is None else f" ± {100 * p['diff_std']:.1f}"
+            lines.append(f"| {p['model']} − {p['baseline']} | {p['size']:,} | {p['seeds']} | "
+                         f"{100 * p['diff_mean']:+.1f}{spread} | {interval} | "
+                         f"{p['wins']} / {p['ties']} / {p['losses']} |")
+    return "\n".join(lines)
+
+
+def verdict(summary, model=None):
+    """One sentence on what the numbers show for `model` against the baseline.
+
+    "Better" or "worse" only where the 95% interval of the mean paired
+    difference excludes zero; otherwise "within error bars" (one seed: "one
+    seed only, no error bar").
+
+    Args:
+        summary: `summarize`'s result.
+        model: the model to speak of (default: the first spatial-prior model,
+            `SPViT*`, else the first compared model).
+
+    Example:
+
+    >>> verdict(summarize(cells, ["A", "B"], [100], baseline="A"))
+    'B vs A: ...'
+    """
+    paired = summary["paired"]
+    if not paired:
+        return "No paired comparison: the study ran a single model (or no common seeds)."
+    names = [p["model"] for p in paired]
+    if model is None:
+        model = next((n for n in names if n.startswith("SPViT")), names[0])
+    parts, judgements = [], set()
+    for p in (p for p in paired if p["model"] == model):
+        if p["ci95"] is None:
+            judgement = "one seed only, no error bar"
+        elif p["diff_mean"] - p["ci95"] > 0:
+            judgement = "better beyond the 95% interval"
+        elif p["diff_mean"] + p["ci95"] < 0:
+            judgement = "worse beyond the 95% interval"
+        else:
+            judgement = "within error bars"
+        judgements.add(judgement)
+        spread = "" if p["diff_std"] is None else f" ± {100 * p['diff_std']:.1f}"
+        parts.append(f"{100 * p['diff_mean']:+.1f}{spread} points with {p['size']:,} images "
+                     f"({judgement}, {p['wins']}/{p['ties']}/{p['losses']} wins/ties/losses)")
+    baseline = paired[0]["baseline"]
+    if judgements == {"within error bars"}:
+        lead = f"{model} and {baseline} are within error bars of each other at every size"
+    else:
+        lead = f"{model} against {baseline}"
+    return f"{lead}: " + "; ".join(parts) + "."
+
+
+def plot_learning_curves(summary, path, title=None):
+    """Writes a PNG: test accuracy vs training-set size (log x), mean +/- std, a line per model.
+
+    Args:
+        summary: `summarize`'s result.
+        path: str. The `.png` to write.
+        title: optional title.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    >>> plot_learning_curves(summarize(cells, ["A"], [100, 300]), "curves.png")
+    'curves.png'
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    models = list(dict.fromkeys(r["model"] for r in summary["rows"]))
+    for i, model in enumerate(models):
+        rows = sorted((r for r in summary["rows"] if r["model"] == model), key=lambda r: r["size"])
+        sizes = [r["size"] for r in rows]
+        # Small horizontal offsets keep overlapping error bars readable.
+        shift = 1 + 0.025 * (i - (len(models) - 1) / 2)
+        axis.errorbar([s * shift for s in sizes], [100 * r["test_mean"] for r in rows],
+                      yerr=[100 * (r["test_std"] or 0) for r in rows], marker="o",
+                      markersize=4, capsize=3, label=model)
+    axis.set_xscale("log")
+    sizes = sorted({r["size"] for r in summary["rows"]})
+    axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)  # one size too: offsets stay small
+    axis.set_xticks(sizes)
+    axis.set_xticklabels([f"{s:,}" for s in sizes])
+    axis.minorticks_off()
+    axis.set_xlabel("training images (class-balanced subset, log scale)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(title or "Test accuracy vs training-set size (mean ± std over seeds)",
+                   fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+# === Models and settings ===
+
+
+def study_builders():
+    """`{name: builder}` of every model builder (the family table's names).
+
+    Example:
+
+    >>> study_builders()["SPViT_Tiny"](num_classes=10)
+    """
+    from keras_spvit.zoo import psvit, refined_vit, spvit
+    from keras_spvit.zoo.families import builder_names
+
+    modules = (spvit, refined_vit, psvit)
+    return {name: next(getattr(m, name) for m in modules if hasattr(m, name))
+            for name in builder_names()}
+
+
+def default_baseline(models):
+    """The baseline of the paired comparison: a plain ViT if present, else an
+    LV-ViT (SP-ViT without priors), else the first model.
+
+    Example:
+
+    >>> default_baseline(["SPViT_Tiny", "PlainViT_Tiny"])
+    'PlainViT_Tiny'
+    """
+    for prefix in ("PlainViT", "LVViT"):
+        found = [m for m in models if m.startswith(prefix)]
+        if found:
+            return found[0]
+    return models[0]
+
+
+def _recipe_augment(recipe, seed):
+    # The `train` command's augmentation for a recipe (keras_spvit.cli.train.train_augment;
+    # workflows do not import the CLI).
+    from keras_spvit.data.train_augment import TrainAugment
+
+    return TrainAugment(
+        scale=recipe.crop_scale, ratio=recipe.crop_ratio,
+        hflip=0.5 if recipe.horizontal_flip else 0.0, randaugment=recipe.randaugment,
+        random_erasing=recipe.random_erasing, erasing_mode=recipe.erasing_mode,
+        erasing_count=recipe.erasing_count, mixup_alpha=recipe.mixup_alpha,
+        cutmix_alpha=recipe.cutmix_alpha, label_smoothing=0.0, seed=seed,
+    )
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected a positive int. Received: {name}={value!r}")
+
+
+def _check_list(name, values, kind=int):
+    values = list(values or ())
+    if not values:
+        raise ValueError(f"Expected at least one value. Received: {name}={values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"Expected distinct values. Received: {name}={values!r}")
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise ValueError(f"Expected ints. Received: {name}={values!r}")
+    return values
+
+
+def cell_dir(out, model, size, seed):
+    """`OUT/cells/<model>/n<size>/seed<seed>`: one cell's run directory."""
+    return os.path.join(out, "cells", model, f"n{size}", f"seed{seed}")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+# === One cell ===
+
+
+def _limit_threads(threads):
+    """Caps the backends' thread pools (a subprocess cell under `jobs > 1`)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _accuracies(model, settings, *splits):
+    """Top-1 accuracy of `model` on each `(images, labels)` of `splits`, un-augmented (the
+    evaluation transform), in one `predict` (one compiled function)."""
+    from keras_spvit.data.datasets import array_dataset
+    from keras_spvit.data.sources import source_preprocessing
+
+    images = np.concatenate([_as_nhwc(x) for x, _ in splits])
+    labels = np.concatenate([y for _, y in splits])
+    dataset = array_dataset(images, labels, image_size=settings["image_size"], batch_size=500,
+                            training=False, num_classes=settings["num_classes"],
+                            **source_preprocessing(settings["data"]))
+    preprocessor = getattr(model, "preprocessor", None)
+    model.preprocessor = None  # the pipeline preprocessed the images already
+    try:
+        logits = model.predict(dataset.map(lambda x, y: x), verbose=0)
+    finally:
+        model.preprocessor = preprocessor
+    if isinstance(logits, dict):
+        logits = logits["logits"]
+    right = np.argmax(logits, axis=-1) == labels
+    ends = np.cumsum([len(y) for _, y in splits])
+    return [float(part.mean()) for part in np.split(right, ends[:-1])]
+
+
+def _as_nhwc(images):
+    # Grey (n, h, w) and (n, h, w, 1) images join RGB ones as (n, h, w, 3).
+    if images.ndim == 3:
+        images = images[..., None]
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+_ARRAYS = {}  # (data, split, data_dir) -> (images, labels): a process reads a source once
+
+
+def _arrays(data, split, data_dir=None):
+    key = (data, split, data_dir)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = study_arrays(data, split, data_dir)
+    return _ARRAYS[key]
+
+
+def test_arrays(settings):
+    """The fixed test images of a study: the test split, or its balanced `test_size` subset
+    (seed 0, the same for every cell)."""
+    images, labels = _arrays(settings["test_data"], settings["test_split"], settings["data_dir"])
+    if settings["test_size"]:
+        keep = balanced_subset(labels, settings["test_size"], 0, settings["num_classes"])
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def _recipe(settings):
+    from keras_spvit.training.recipes import Recipe
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in settings["recipe"].items()}
+    return Recipe(**fields)
+
+
+def cell_schedule(settings, size):
+    """`(batch_size, repeats, steps_per_epoch)` of a cell.
+
+    The batch is the study's batch size (at most `size`). A small subset is
+    repeated `repeats` times per epoch (each copy augmented afresh), so that
+    every cell gets at least `min_steps` optimizer steps in its `epochs`
+    epochs without hundreds of tiny epochs.
+    """
+    batch = min(settings["batch_size"], size)
+    repeats = max(1, math.ceil(settings["min_steps"] * batch / (settings["epochs"] * size)))
+    return batch, repeats, size * repeats // batch
+
+
+def run_cell(settings, model_name, size, seed, directory):
+    """Trains and evaluates one cell; writes and returns its `cell.json` dict.
+
+    Args:
+        settings: the study's settings (`OUT/settings.json`).
+        model_name: a builder name.
+        size: int. Training images (class-balanced subset).
+        seed: int. Seeds the subset, the initialisation and the augmentation.
+        directory: the cell's run directory (resumes an interrupted run).
+
+    Returns:
+        `{"model", "size", "seed", "train_accuracy", "test_accuracy",
+        "test_count", "epochs", "steps", "seconds", ...}`: accuracies of the
+        final weights on the un-augmented training subset and on the test set.
+
+    Example:
+
+    >>> run_cell(settings, "SPViT_Tiny", 100, 0, "runs/study/cells/SPViT_Tiny/n100/seed0")
+    """
+    import keras
+
+    from keras_spvit.analysis.plots import plot_spatial_priors, spatial_prior_layers
+    from keras_spvit.data.datasets import array_dataset
+    from keras_spvit.data.sources import source_preprocessing
+    from keras_spvit.training import fit
+    from keras_spvit.training.hardware import resolve_jit
+
+    start = time.perf_counter()
+    num_classes, image_size = settings["num_classes"], settings["image_size"]
+    images, labels = _arrays(settings["data"], settings["train_split"], settings["data_dir"])
+    keep = balanced_subset(labels, size, seed, num_classes)
+    images, labels = images[keep], labels[keep]
+    test_images, test_labels = test_arrays(settings)
+    recipe = _recipe(settings)
+    batch, repeats, steps = cell_schedule(settings, size)
+    epochs = settings["epochs"]
+    if os.path.exists(os.path.join(directory, "summary.json")):
+        shutil.rmtree(directory)  # trained but not evaluated: train again
+    keras.utils.set_random_seed(seed)
+    kwargs = dict(settings["model_args"].get(model_name, {}))
+    kwargs.setdefault("image_shape", (image_size, image_size, 3))
+    if recipe.drop_path_rate is not None:
+        kwargs.setdefault("drop_path_rate", recipe.drop_path_rate)
+    model = study_builders()[model_name](num_classes=num_classes, **kwargs)
+    train = array_dataset(np.tile(images, (repeats,) + (1,) * (images.ndim - 1)),
+                          np.tile(labels, repeats), image_size=image_size, batch_size=batch, training=True,
+                          augment=_recipe_augment(recipe, seed), num_classes=num_classes,
+                          seed=seed, cache=True, **source_preprocessing(settings["data"]))
+    summary = fit(model, train, None, recipe=recipe, batch_size=batch, out_dir=directory,
+                  epochs=epochs, steps_per_epoch=steps, jit_compile=resolve_jit(settings["jit"]),
+                  verbose=0)
+    train_accuracy, test_accuracy = _accuracies(model, settings, (images, labels),
+                                                (test_images, test_labels))
+    result = {
+        "model": model_name, "size": size, "seed": seed,
+        "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
+        "test_count": int(len(test_labels)),
+        "augmented_train_accuracy": summary["train_accuracy"],
+        "epochs": epochs, "repeats": repeats, "steps": epochs * steps, "batch_size": batch,
+        "parameters": int(model.count_params()),
+        "train_seconds": summary["seconds"], "seconds": time.perf_counter() - start,
+        "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
+    }
+    if spatial_prior_layers(model):
+        result["priors_png"] = plot_spatial_priors(
+            model, os.path.join(directory, "spatial_priors.png"),
+            title=f"{model_name}, {size:,} {settings['data']} images, seed {seed}:\n"
+                  "learned prior around the centre token (+)")
+    for bulky in ("checkpoints", "tensorboard"):  # epochs of weights x many cells
+        shutil.rmtree(os.path.join(directory, bulky), ignore_errors=True)
+    _write_json(os.path.join(directory, CELL_FILE), result)
+    return result
+
+
+def _cell_main(argv):
+    """`python -m keras_spvit.study SPEC.json`: one cell in a subprocess (`jobs > 1`)."""
+    spec = _read_json(argv[0])
+    _limit_threads(spec["threads"])
+    run_cell(spec["settings"], spec["model"], spec["size"], spec["seed"], spec["directory"])
+
+
+def _subprocess_env(threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+               TF_NUM_INTEROP_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_SPVIT_LAZY_IMPORT="1")
+    if threads == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+    # The worker imports this package as the parent does.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+         *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+# === The study ===
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def check_study(data, models, sizes, seeds, *, epochs, image_size, batch_size, min_steps,
+                test_size, test_data, baseline, model_args, jobs, recipe, data_dir, jit="auto",
+                test_split="test"):
+    """Checks every argument of `study` and returns the settings dict; one-line `ValueError`s."""
+    import keras
+
+    from keras_spvit.data.sources import check_source, parse_source
+    from keras_spvit.training import get_recipe
+
+    models = _check_list("models", models, kind=str)
+    sizes = _check_list("sizes", sizes)
+    seeds = _check_list("seeds", seeds)
+    known = study_builders()
+    for model in models:
+        if model not in known:
+            raise ValueError(f"Unknown model {model!r}. Expected builder names: "
+                             f"{', '.join(sorted(known))}.")
+    for name, value in (("epochs", epochs), ("image_size", image_size),
+                        ("batch_size", batch_size), ("jobs", jobs)):
+        _positive(name, value)
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+        raise ValueError(f"Expected an int >= 0. Received: min_steps={min_steps!r}")
+    if jit not in ("auto", "on", "off"):
+        raise ValueError(f"Expected jit in ['auto', 'on', 'off']. Received: jit={jit!r}")
+    if baseline is not None and baseline not in models:
+        raise ValueError(f"Expected a baseline among the models {models}. "
+                         f"Received: baseline={baseline!r}")
+    model_args = dict(model_args or {})
+    for name, value in model_args.items():
+        if name not in models or not isinstance(value, dict):
+            raise ValueError(f"Expected model_args as {{model in {models}: dict of builder "
+                             f"arguments}}. Received: {name!r}: {value!r}")
+    recipe = get_recipe(recipe)
+    kind, _ = parse_source(data)
+    if kind == "npz" and test_data is None:
+        raise ValueError(f"Expected test_data (a second npz:PATH) with data={data!r}: an .npz "
+                         "holds one split.")
+    info = check_source(data, "train" if kind != "npz" else None, data_dir)
+    test_data = test_data or data
+    num_classes = info["num_classes"]
+    _, labels = _arrays(data, "train", data_dir)
+    for size in sizes:
+        for seed in seeds:
+            balanced_subset(labels, size, seed, num_classes)  # raises naming the size
+    settings = {
+        "data": data, "train_split": "train", "test_data": test_data, "test_split": test_split,
+        "data_dir": data_dir, "test_size": test_size, "num_classes": num_classes,
+        "class_names": info.get("class_names"), "image_size": image_size,
+        "batch_size": batch_size, "epochs": epochs, "min_steps": min_steps,
+        "recipe": recipe.to_dict(), "model_args": model_args,
+        "backend": keras.backend.backend(), "jit": jit,
+    }
+    if test_size is not None:
+        _positive("test_size", test_size)
+    test_arrays(settings)  # the test split exists and holds test_size images
+    return models, sizes, seeds, settings
+
+
+def check_settings(out, settings, write=True):
+    """Refuses a study directory that holds a study with other settings; writes
+    `settings.json` into a new one (unless `write=False`).
+
+    Example:
+
+    >>> check_settings("runs/study", settings, write=False)
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"Expected a study directory. Received: out={out!r} (a file)")
+    path = os.path.join(out, SETTINGS_FILE)
+    if not os.path.exists(path):
+        if write:
+            os.makedirs(out, exist_ok=True)
+            _write_json(path, settings)
+        return
+    old = _read_json(path)
+    new = json.loads(json.dumps(settings))  # lists for tuples, as stored
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise ValueError(
+                f"{out!r} holds a study with other settings ({key}: {old.get(key)!r} there, "
+                f"{new.get(key)!r} now). Expected the same settings, or another out directory."
+            )
+
+
+def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", image_size=32,
+          batch_size=64, min_steps=0, test_size=None, test_data=None, baseline=None,
+          model_args=None, jobs=1, data_dir=None, jit="auto", test_split="test", verbose=True):
+    """Runs (or resumes) a data-efficiency study and writes its report.
+
+    Every `(model, size, seed)` cell trains `model` with the one shared
+    `recipe` on a class-balanced `size`-image subset of the training split
+    (fixed by `(size, seed)`) and is evaluated on the fixed test split.
+    Finished cells in `out` are reused; other settings in the same `out`
+    raise.
+
+    Args:
+        data: `digits`, `fashion_mnist`, `idx:PATH`, `tfds:NAME` (loaded into
+            memory) or `npz:PATH` (with `test_data`).
+        models: builder names, e.g. `["SPViT_Tiny", "LVViT_Tiny"]`.
+        sizes: training-set sizes (each at least the class count, at most the
+            train split).
+        seeds: ints; each seeds the subset, the initialisation and the
+            augmentation of its cells.
+        out: str. The study directory.
+        epochs: int. Epochs per cell (the recipe's schedule fits itself).
+        recipe: a recipe name or `Recipe`, shared by every model.
+        image_size: int. Images are resized to this side.
+        batch_size: int. At most the cell's size.
+        min_steps: int. Small subsets are repeated within an epoch, so that
+            every cell gets at least this many optimizer steps.
+        test_size: optional int: evaluate on a fixed class-balanced subset of
+            the test split (default: all of it).
+        test_data: the test source for `npz:` data (default: `data`).
+        test_split: the held-out split (default `test`; e.g. `validation`
+            for a TFDS dataset without a test split).
+        baseline: the model others are compared with per seed (default: a
+            `PlainViT*` if present, else an `LVViT*`, else the first model).
+        model_args: optional `{model: {builder argument: value}}`.
+        jobs: int. Cells run in this many subprocesses at once (at most the
+            CPU count; each limits its threads to its share of the cores).
+        data_dir: TFDS data directory.
+        jit: `"auto"` (XLA as `keras-spvit train` chooses it), `"on"` or
+            `"off"` (tiny models on a CPU: compiling can take longer than
+            training).
+        verbose: bool. Print progress, the table and the verdict.
+
+    Returns:
+        The `study.json` dict: `settings`, `cells`, `rows`, `paired`,
+        `baseline`, `verdict`, `table`, file paths, `seconds`.
+
+    Example:
+
+    >>> result = study("digits", ["SPViT_Tiny", "LVViT_Tiny"], [100, 300], seeds=[0, 1],
+    ...                out="runs/study", epochs=10)
+    >>> print(result["table"])
+    """
+    def say(text):
+        if verbose:
+            print(text, flush=True)
+
+    models, sizes, seeds, settings = check_study(
+        data, models, sizes, seeds, epochs=epochs, image_size=image_size,
+        batch_size=batch_size, min_steps=min_steps, test_size=test_size, test_data=test_data,
+        baseline=baseline, model_args=model_args, jobs=jobs, recipe=recipe, data_dir=data_dir,
+        jit=jit, test_split=test_split)
+    baseline = baseline or default_baseline(models)
+    check_settings(out, settings)
+    grid = [(m, n, s) for n in sorted(sizes) for s in seeds for m in models]
+    pending = [c for c in grid if not os.path.exists(os.path.join(cell_dir(out, *c), CELL_FILE))]
+    cores = os.cpu_count() or 1
+    if jobs > cores:
+        say(f"jobs={jobs} > {cores} CPU cores: running {cores} at once.")
+        jobs = cores
+    say(f"Study in {out}: {len(models)} models x {len(sizes)} sizes x {len(seeds)} seeds = "
+        f"{len(grid)} cells on {data} ({settings['backend']}, recipe {settings['recipe']['name']}, "
+        f"{epochs} epochs, {image_size} px); reusing {len(grid) - len(pending)} finished "
+        f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
+    start = time.perf_counter()
+    done = len(grid) - len(pending)
+
+    def progress(result):
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - start
+        ran = done - (len(grid) - len(pending))
+        left = elapsed / ran * (len(grid) - done)
+        say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
+            f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
+            f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "
+            f"{_clock(elapsed)}, about {_clock(left)} left")
+
+    if jobs == 1:
+        import keras
+
+        for cell in pending:
+            keras.backend.clear_session()
+            progress(run_cell(settings, *cell, cell_dir(out, *cell)))
+    else:
+        _run_parallel(settings, pending, out, jobs, max(1, cores // jobs), progress)
+    return report(out, models, sizes, seeds, baseline, seconds=time.perf_counter() - start,
+                  verbose=verbose)
+
+
+def _run_parallel(settings, pending, out, jobs, threads, progress):
+    queue, running = list(pending), {}
+    env = _subprocess_env(threads)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                cell = queue.pop(0)
+                directory = cell_dir(out, *cell)
+                os.makedirs(directory, exist_ok=True)
+                spec = os.path.join(directory, "cell_spec.json")
+                _write_json(spec, {"settings": settings, "model": cell[0], "size": cell[1],
+                                   "seed": cell[2], "directory": directory, "threads": threads})
+                log = open(os.path.join(directory, "cell.log"), "w")
+                process = subprocess.Popen([sys.executable, "-m", "keras_spvit.study", spec],
+                                           stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[process] = (cell, directory, log)
+            time.sleep(0.2)
+            for process in [p for p in running if p.poll() is not None]:
+                cell, directory, log = running.pop(process)
+                log.close()
+                if process.returncode:
+                    raise RuntimeError(
+                        f"Cell {cell} failed (exit code {process.returncode}); see "
+                        f"{os.path.join(directory, 'cell.log')}.")
+                progress(_read_json(os.path.join(directory, CELL_FILE)))
+    finally:
+        for process, (_, _, log) in running.items():  # only our own children
+            process.terminate()
+            process.wait()
+            log.close()
+
+
+def report(out, models, sizes, seeds, baseline, seconds=None, verbose=True):
+    """Reads the finished cells of a grid in `out`; writes `study.json`, `table.md`,
+    `learning_curves.png` (and `spatial_priors.png`); returns the `study.json` dict.
+
+    Example:
+
+    >>> report("runs/study", ["SPViT_Tiny", "LVViT_Tiny"], [100, 300], [0], "LVViT_Tiny")
+    """
+    settings = _read_json(os.path.join(out, SETTINGS_FILE))
+    cells = []
+    for model in models:
+        for size in sizes:
+            for seed in seeds:
+                path = os.path.join(cell_dir(out, model, size, seed), CELL_FILE)
+                if os.path.exists(path):
+                    cells.append(_read_json(path))
+    summary = summarize(cells, models, sorted(sizes), baseline)
+    table = format_table(summary)
+    sentence = verdict(summary)
+    curves = plot_learning_curves(
+        summary, os.path.join(out, "learning_curves.png"),
+        title=f"{settings['data']}, {settings['image_size']} px, recipe "
+              f"{settings['recipe']['name']}, {len(seeds)} seed(s): test accuracy "
+              "(mean ± std)")
+    priors = next((c["priors_png"] for c in sorted(cells, key=lambda c: -c["size"])
+                   if c.get("priors_png") and os.path.exists(c["priors_png"])), None)
+    if priors:
+        priors = shutil.copyfile(priors, os.path.join(out, "spatial_priors.png"))
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table + "\n\n" + sentence + "\n")
+    result = {"settings": settings, "models": models, "sizes": sorted(sizes), "seeds": seeds,
+              "baseline": baseline, "cells": cells, **summary, "table": table,
+              "verdict": sentence, "learning_curves_png": curves, "spatial_priors_png": priors,
+              "seconds": seconds}
+    _write_json(os.path.join(out, "study.json"), result)
+    if verbose:
+        print(f"\n{table}\n\n{sentence}\nLearning curves: {curves}"
+              + (f"\nSpatial priors: {priors}" if priors else ""), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    _cell_main(sys.argv[1:])

@@ -1,0 +1,288 @@
+"""The data-efficiency study (`keras_spvit.study`): subsets, statistics, resume, report.
+
+The statistics are checked on synthetic cells against hand-computed numbers;
+one real mini-study (2 models x 2 sizes x 1 seed, 1 epoch, 16 px digits) is
+shared by the tests that need trained cells (`mini_study_dir`, also used by
+`tests/cli/test_study.py`).
+"""
+
+import importlib
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_spvit import study as _api_study
+from keras_spvit.data.digits import split_indices
+from keras_spvit.data.sources import digits_uint8
+from keras_spvit.study import (
+    CELL_FILE,
+    balanced_subset,
+    cell_dir,
+    default_baseline,
+    format_table,
+    plot_learning_curves,
+    summarize,
+    verdict,
+)
+from tests.conftest import BACKEND
+
+PNG = b"\x89PNG\r\n\x1a\n"
+MINI = dict(data="digits", models=["SPViT_Tiny", "LVViT_Tiny"], sizes=[20, 50], seeds=[0],
+            epochs=1, image_size=16, jit="off")
+_MINI_DIR = {}
+
+
+def mini_study_dir(tmp_path_factory):
+    """The one real mini-study of the suite (trained once per session): its folder."""
+    if "out" not in _MINI_DIR:
+        from keras_spvit.study import study
+
+        out = tmp_path_factory.mktemp("study") / "mini"
+        _MINI_DIR["result"] = study(**{k: v for k, v in MINI.items() if k != "data"},
+                                    data=MINI["data"], out=str(out))
+        _MINI_DIR["out"] = out
+    return _MINI_DIR["out"]
+
+
+@pytest.fixture
+def mini(tmp_path_factory):
+    return mini_study_dir(tmp_path_factory)
+
+
+def test_public_name():
+    import keras_spvit
+    from keras_spvit.study import study
+
+    assert keras_spvit.study is study and keras_spvit.run_study is study
+    assert _api_study is study
+
+
+# === Subsets ===
+
+
+def test_balanced_subset_exact_class_counts():
+    _, labels = digits_uint8("train")
+    picked = balanced_subset(labels, 100, seed=0)
+    assert np.bincount(labels[picked], minlength=10).tolist() == [10] * 10
+    # 105: five classes (a seeded choice) get one image more.
+    counts = np.bincount(labels[balanced_subset(labels, 105, seed=3)], minlength=10)
+    assert sorted(counts.tolist()) == [10] * 5 + [11] * 5
+    assert len(set(balanced_subset(labels, 105, seed=3).tolist())) == 105  # no repeats
+
+
+def test_balanced_subset_is_fixed_by_size_and_seed_and_nested():
+    _, labels = digits_uint8("train")
+    a = balanced_subset(labels, 200, seed=1)
+    np.testing.assert_array_equal(a, balanced_subset(labels, 200, seed=1))
+    assert not np.array_equal(a, balanced_subset(labels, 200, seed=2))
+    assert set(balanced_subset(labels, 50, seed=1)) <= set(a)
+
+
+def test_subsets_are_disjoint_from_the_test_split():
+    # The digits train split is `order[:cut]` of the 1,797 images; the test split the rest.
+    train_order, test_order = split_indices(1797, 0.2, 0)
+    _, labels = digits_uint8("train")
+    picked = train_order[balanced_subset(labels, 1000, seed=0)]
+    assert not set(picked) & set(test_order)
+
+
+@pytest.mark.parametrize("size, message", [
+    (9, "at least 10"), (1439, "at most 1438"), (0, "at least 10"), (True, "at least 10"),
+])
+def test_balanced_subset_rejects_bad_sizes(size, message):
+    _, labels = digits_uint8("train")
+    with pytest.raises(ValueError, match=message):
+        balanced_subset(labels, size, seed=0)
+
+
+def test_balanced_subset_names_a_short_class():
+    labels = np.array([0] * 50 + [1] * 3)
+    with pytest.raises(ValueError, match="at least 10 images of class 1 .* has 3"):
+        balanced_subset(labels, 20, seed=0)
+
+
+# === Statistics on synthetic cells (hand-computed) ===
+
+
+def _cells(model, accuracies, size=100, train=1.0):
+    return [dict(model=model, size=size, seed=s, test_accuracy=a, train_accuracy=train,
+                 test_count=100) for s, a in enumerate(accuracies)]
+
+
+def test_summarize_means_stds_and_paired_differences():
+    cells = _cells("A", [0.50, 0.60, 0.70]) + _cells("B", [0.55, 0.60, 0.80], train=0.9)
+    result = summarize(cells, ["A", "B"], [100], baseline="A")
+    a, b = result["rows"]
+    assert (a["seeds"], a["test_mean"], a["train_mean"], a["train_std"]) == (3, 0.6, 1.0, 0.0)
+    assert a["test_std"] == pytest.approx(0.1, abs=1e-12)
+    assert b["test_mean"] == pytest.approx(0.65, abs=1e-12)
+    assert b["test_std"] == pytest.approx(math.sqrt(0.0175), abs=1e-12)  # devs -.1, -.05, .15
+    (paired,) = result["paired"]
+    # Differences per seed +0.05, 0.00, +0.10: mean 0.05, sample std 0.05.
+    assert paired["diff_mean"] == pytest.approx(0.05, abs=1e-12)
+    assert paired["diff_std"] == pytest.approx(0.05, abs=1e-12)
+    assert paired["ci95"] == pytest.approx(4.303 * 0.05 / math.sqrt(3), abs=1e-12)
+    assert (paired["wins"], paired["ties"], paired["losses"]) == (2, 1, 0)
+    table = format_table(result)
+    assert "| B | 100 | 3 | 65.0 ± 13.2 | 90.0 ± 0.0 |" in table
+    assert "| B − A | 100 | 3 | +5.0 ± 5.0 | [-7.4, +17.4] | 2 / 1 / 0 |" in table
+    assert verdict(result).startswith("B and A are within error bars of each other")
+
+
+def test_verdict_says_better_only_beyond_the_interval_and_flags_one_seed():
+    cells = (_cells("A", [0.50, 0.60, 0.70]) + _cells("SPViT_X", [0.60, 0.71, 0.82])
+             + _cells("A", [0.5], size=300) + _cells("SPViT_X", [0.4], size=300))
+    result = summarize(cells, ["A", "SPViT_X"], [100, 300], baseline="A")
+    # +0.10, +0.11, +0.12: mean 0.11 +/- 0.01, interval 0.11 +/- 0.0248.
+    sentence = verdict(result)
+    assert "+11.0 ± 1.0 points with 100 images (better beyond the 95% interval, 3/0/0" in sentence
+    assert "-10.0 points with 300 images (one seed only, no error bar, 0/0/1" in sentence
+
+
+def test_only_common_seeds_are_paired():
+    cells = _cells("A", [0.5, 0.6]) + _cells("B", [0.7])
+    (paired,) = summarize(cells, ["A", "B"], [100], baseline="A")["paired"]
+    assert (paired["seeds"], paired["diff_std"], paired["ci95"]) == (1, None, None)
+    assert paired["diff_mean"] == pytest.approx(0.2, abs=1e-12)
+
+
+def test_default_baseline():
+    assert default_baseline(["SPViT_Tiny", "LVViT_Tiny", "PlainViT_Tiny"]) == "PlainViT_Tiny"
+    assert default_baseline(["SPViT_Tiny", "LVViT_Tiny"]) == "LVViT_Tiny"
+    assert default_baseline(["SPViT_Tiny", "RefinedViT_Tiny"]) == "SPViT_Tiny"
+
+
+def test_learning_curve_png(tmp_path):
+    cells = _cells("A", [0.5, 0.6]) + _cells("A", [0.7, 0.8], size=1000)
+    path = plot_learning_curves(summarize(cells, ["A"], [100, 1000]), str(tmp_path / "c.png"))
+    assert open(path, "rb").read(8) == PNG
+
+
+# === The real mini-study ===
+
+
+def test_mini_study_cells_report_and_files(mini):
+    import keras
+
+    from keras_spvit.data.sources import source_dataset
+
+    result = json.loads((mini / "study.json").read_text())
+    assert len(result["cells"]) == 4 and result["baseline"] == "LVViT_Tiny"
+    for cell in result["cells"]:
+        assert cell["class_counts"] == [cell["size"] // 10] * 10
+        assert cell["test_count"] == 359 and cell["steps"] == 1 and cell["epochs"] == 1
+    # The reported test accuracy is the saved model's on the 359 held-out digits,
+    # recomputed here from its logits through the ordinary evaluation pipeline.
+    cell = result["cells"][0]
+    model = keras.saving.load_model(
+        cell_dir(mini, cell["model"], cell["size"], cell["seed"]) + "/model.keras",
+        compile=False)
+    held_out, _ = source_dataset("digits", "test", image_size=16, batch_size=359,
+                                 training=False)
+    images, labels = next(iter(held_out))
+    logits = keras.ops.convert_to_numpy(model(images, training=False))
+    top2 = np.sort(logits, -1)[:, -2:]
+    ties = int((top2[:, 1] - top2[:, 0] < 1e-4).sum())  # may go either way between kernels
+    correct = int((logits.argmax(-1) == np.asarray(labels)).sum())
+    assert abs(round(cell["test_accuracy"] * 359) - correct) <= ties, (correct, ties)
+    for name in ("learning_curves.png", "spatial_priors.png"):
+        assert (mini / name).read_bytes()[:8] == PNG
+    table = (mini / "table.md").read_text()
+    assert "| SPViT_Tiny − LVViT_Tiny | 20 | 1 |" in table and result["verdict"] in table
+
+
+def test_rerun_reuses_every_cell(mini, tmp_path, monkeypatch, capsys):
+    module = importlib.import_module("keras_spvit.study")  # (keras_spvit.study is the function)
+
+    out = tmp_path / "again"
+    shutil.copytree(mini, out)
+    monkeypatch.setattr(module, "run_cell", _must_not_train)
+    result = module.study(**MINI, out=str(out))
+    assert "reusing 4 finished cell(s), 0 to run" in capsys.readouterr().out
+    assert result["rows"] == json.loads((mini / "study.json").read_text())["rows"]
+
+
+def _must_not_train(*args):
+    raise AssertionError(f"a finished cell trained again: {args[1:4]}")
+
+
+def test_an_interrupted_study_keeps_its_finished_cells(mini, tmp_path, monkeypatch, capsys):
+    module = importlib.import_module("keras_spvit.study")  # (keras_spvit.study is the function)
+
+    out = tmp_path / "killed"
+    shutil.copytree(mini, out)
+    # The first cell finished; the run was killed in the second (grid order: sizes,
+    # seeds, models).
+    for model, size in (("LVViT_Tiny", 20), ("SPViT_Tiny", 50), ("LVViT_Tiny", 50)):
+        (out / "cells" / model / f"n{size}" / "seed0" / CELL_FILE).unlink()
+    calls = []
+
+    def killed(settings, model, size, seed, directory):
+        calls.append((model, size, seed))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "run_cell", killed)
+    with pytest.raises(KeyboardInterrupt):
+        module.study(**MINI, out=str(out))
+    assert calls == [("LVViT_Tiny", 20, 0)]
+    assert (out / "cells" / "SPViT_Tiny" / "n20" / "seed0" / CELL_FILE).exists()
+
+    def fake(settings, model, size, seed, directory):
+        calls.append((model, size, seed))
+        cell = json.loads((mini / "cells" / model / f"n{size}" / f"seed{seed}" /
+                           CELL_FILE).read_text())
+        (out / "cells" / model / f"n{size}" / f"seed{seed}" / CELL_FILE).write_text(
+            json.dumps(cell))
+        return cell
+
+    monkeypatch.setattr(module, "run_cell", fake)
+    capsys.readouterr()
+    module.study(**MINI, out=str(out))
+    assert "reusing 1 finished cell(s), 3 to run" in capsys.readouterr().out
+    assert calls[1:] == [("LVViT_Tiny", 20, 0), ("SPViT_Tiny", 50, 0), ("LVViT_Tiny", 50, 0)]
+
+
+def test_other_settings_in_the_same_directory_are_refused(mini, tmp_path):
+    from keras_spvit.study import study
+
+    out = tmp_path / "changed"
+    shutil.copytree(mini, out)
+    with pytest.raises(ValueError, match=r"other settings \(epochs: 1 there, 2 now\)") as error:
+        study(**{**MINI, "epochs": 2}, out=str(out))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(models=["SPViT_Tiny", "Nope"]), "Unknown model 'Nope'"),
+    (dict(sizes=[5000]), "at most 1438"),
+    (dict(sizes=[5]), "at least 10"),
+    (dict(sizes=[20, 20]), "distinct"),
+    (dict(seeds=[]), "at least one"),
+    (dict(baseline="PlainViT_Tiny"), "baseline among"),
+    (dict(jobs=0), "jobs=0"),
+    (dict(data="nope"), "Unknown data source 'nope'"),
+    (dict(model_args={"Nope": {}}), "model_args"),
+    (dict(test_size=400), "at most 359"),
+])
+def test_bad_arguments_raise_one_line(tmp_path, change, message):
+    from keras_spvit.study import study
+
+    with pytest.raises(ValueError, match=message) as error:
+        study(**{**MINI, **change}, out=str(tmp_path / "x"))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the subprocesses run one backend's cells")
+def test_parallel_cells_in_subprocesses(tmp_path, capsys):
+    from keras_spvit.study import study
+
+    result = study(**{**MINI, "models": ["SPViT_Tiny"], "sizes": [20], "seeds": [0, 1]},
+                   out=str(tmp_path / "jobs"), jobs=2)
+    assert [c["seed"] for c in result["cells"]] == [0, 1]
+    assert (tmp_path / "jobs" / "cells" / "SPViT_Tiny" / "n20" / "seed1" / "cell.log").exists()
+    assert "2 at a time" in capsys.readouterr().out

@@ -309,7 +309,7 @@ def run(args):
     from keras_spvit.cli.common import pipeline_options, user_errors, write_json
     from keras_spvit.data.sources import SPLIT_KINDS, source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
-    from keras_spvit.training.distribution import resolve_mode, worker
+    from keras_spvit.training.distribution import gather_from_workers, resolve_mode, worker
     from keras_spvit.training.hardware import (
         check_device,
         describe_devices,
@@ -436,6 +436,17 @@ def run(args):
                 label_smoothing=0.0 if plan["token_labels"] is not None else None,
                 verbose="auto" if args.verbose is None else args.verbose,
             )
+        # Each worker decoded only its share of the files: the chief reports them all.
+        shares = gather_from_workers(
+            args.out, "worker_records",
+            {"bad_files": bad_files.state(),
+             "missing": None if missing is None else missing.state()},
+            tag=summary.get("optimizer_steps"),
+        )
+        for share in shares[1:] if shares else ():
+            bad_files.merge(share["bad_files"])
+            if missing is not None:
+                missing.merge(share["missing"])
         summary.update(bad_files.summary())
         if missing is not None:
             summary.update(missing.summary())

@@ -56,6 +56,10 @@ def add_parser(subparsers):
                         help="training steps per compiled call (fewer host round trips on "
                         "accelerators; must divide the steps per epoch and --save-every). "
                         "Default auto: 1 on CPUs and torch, else the largest divisor <= 32")
+    parser.add_argument("--remat", action="store_true",
+                        help="rematerialise every transformer block in training: activation "
+                        "memory of about one block instead of all (large images or batches), "
+                        "about one more forward pass per step; same gradients")
     parser.add_argument("--lora", type=positive_int, default=None, metavar="RANK",
                         help="fine-tune with LoRA adapters of this rank on the attention "
                         "projections (qk, v, qkv, proj): only the adapters and the head train; "
@@ -175,6 +179,8 @@ def build_model(args, num_classes, image_size, recipe, dtype="float32"):
         kwargs.setdefault("return_dense", True)
     if dtype != "float32":
         kwargs.setdefault("dtype", dtype)
+    if getattr(args, "remat", False):
+        kwargs["remat"] = True
     if getattr(args, "weights", None):
         kwargs["weights"] = args.weights
     return get_builder(args.model)(num_classes=num_classes, **kwargs)

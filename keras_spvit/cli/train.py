@@ -56,6 +56,10 @@ def add_parser(subparsers):
                         help="training steps per compiled call (fewer host round trips on "
                         "accelerators; must divide the steps per epoch and --save-every). "
                         "Default auto: 1 on CPUs and torch, else the largest divisor <= 32")
+    parser.add_argument("--remat", action="store_true",
+                        help="rematerialise every transformer block in training: activation "
+                        "memory of about one block instead of all (large images or batches), "
+                        "about one more forward pass per step; same gradients")
     parser.add_argument("--lora", type=positive_int, default=None, metavar="RANK",
                         help="fine-tune with LoRA adapters of this rank on the attention "
                         "projections (qk, v, qkv, proj): only the adapters and the head train; "
@@ -175,6 +179,8 @@ def build_model(args, num_classes, image_size, recipe, dtype="float32"):
         kwargs.setdefault("return_dense", True)
     if dtype != "float32":
         kwargs.setdefault("dtype", dtype)
+    if getattr(args, "remat", False):
+        kwargs["remat"] = True
     if getattr(args, "weights", None):
         kwargs["weights"] = args.weights
     return get_builder(args.model)(num_classes=num_classes, **kwargs)
@@ -309,7 +315,7 @@ def run(args):
     from keras_spvit.cli.common import pipeline_options, user_errors, write_json
     from keras_spvit.data.sources import SPLIT_KINDS, source_dataset, source_preprocessing
     from keras_spvit.training import data_parallel, distribute_input, fit
-    from keras_spvit.training.distribution import resolve_mode, worker
+    from keras_spvit.training.distribution import gather_from_workers, resolve_mode, worker
     from keras_spvit.training.hardware import (
         check_device,
         describe_devices,
@@ -436,6 +442,17 @@ def run(args):
                 label_smoothing=0.0 if plan["token_labels"] is not None else None,
                 verbose="auto" if args.verbose is None else args.verbose,
             )
+        # Each worker decoded only its share of the files: the chief reports them all.
+        shares = gather_from_workers(
+            args.out, "worker_records",
+            {"bad_files": bad_files.state(),
+             "missing": None if missing is None else missing.state()},
+            tag=summary.get("optimizer_steps"),
+        )
+        for share in shares[1:] if shares else ():
+            bad_files.merge(share["bad_files"])
+            if missing is not None:
+                missing.merge(share["missing"])
         summary.update(bad_files.summary())
         if missing is not None:
             summary.update(missing.summary())

@@ -109,6 +109,41 @@ class DecodeErrors:
                 "decode_failures": self._count,
             }
 
+    def state(self):
+        """JSON-ready `{"reasons": {name: message}, "count": k}`, what `merge` takes.
+
+        Example:
+
+        >>> errors.state()
+        {'reasons': {'/data/cat/broken.jpg': 'Unknown image file format...'}, 'count': 1}
+        """
+        with self._lock:
+            return {"reasons": dict(self._reasons), "count": self._count}
+
+    def merge(self, state):
+        """Adds another registry's `state()` (another worker's share of a run).
+
+        Names already recorded keep their first reason; counts add up.
+
+        Args:
+            state: a dict as returned by `state()`.
+
+        Example:
+
+        >>> merged = DecodeErrors()
+        >>> for share in (chief.state(), other_worker.state()):
+        ...     merged.merge(share)
+        """
+        if not isinstance(state, dict) or not {"reasons", "count"} <= set(state):
+            raise ValueError(
+                f"Expected a dict with keys 'reasons' and 'count' (from `state()`). "
+                f"Received: state={state!r}"
+            )
+        with self._lock:
+            for name, reason in state["reasons"].items():
+                self._reasons.setdefault(name, reason)
+            self._count += int(state["count"])
+
     def __len__(self):
         with self._lock:
             return len(self._reasons)

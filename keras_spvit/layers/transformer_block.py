@@ -1,4 +1,5 @@
 import keras
+from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 from keras_spvit.layers.drop_path import DropPath
 from keras_spvit.layers.mlp import MLP
@@ -38,6 +39,15 @@ class TransformerBlock(keras.layers.Layer):
         branch_input_scale: float. Multiplies `x` before each LayerNorm.
         mlp_scale_init: optional float; see `MLP(scale_init=...)`.
         seed: optional int seeding the drop-path generator.
+        remat: bool. Rematerialise the block in training (`keras.remat`:
+            `jax.checkpoint`, `tf.recompute_grad`, torch's `checkpoint`): the
+            backward pass recomputes the block's activations from its input
+            instead of keeping them, for about one extra forward pass per
+            step. Gradients are those without remat (to float rounding):
+            the block runs as a pure function of its input and its state
+            (random seeds, the refiner's moving statistics), so the
+            recomputation draws the same dropout and drop-path masks, and
+            the state is updated once.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -70,9 +80,13 @@ class TransformerBlock(keras.layers.Layer):
         branch_input_scale=1.0,
         mlp_scale_init=None,
         seed=None,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(remat, bool):
+            raise ValueError(f"Expected `remat` to be a bool. Received: remat={remat!r}")
+        self.remat = remat
         if isinstance(attention, dict):
             attention = keras.saving.deserialize_keras_object(attention)
         if not isinstance(attention, keras.layers.Layer):
@@ -119,6 +133,12 @@ class TransformerBlock(keras.layers.Layer):
                 f"{self.name} was given an attention map, but its attention layer "
                 f"{self.attention.name!r} does not take one."
             )
+        if self.remat and training:
+            return self._rematerialised_call(inputs, attention_map, return_attention_scores)
+        return self._forward(inputs, attention_map, training, return_attention_scores)
+
+    def _forward(self, inputs, attention_map, training, return_attention_scores):
+        takes_map = getattr(self.attention, "requires_attention_map", False)
         extra = {"attention_map": attention_map} if takes_map else {}
         result = self.attention(
             self.norm1(self._scaled(inputs)),
@@ -131,6 +151,46 @@ class TransformerBlock(keras.layers.Layer):
         branch = self.mlp(self.norm2(self._scaled(x)), training=training)
         x = x + self.drop_path(branch, training=training) / self.skip_lam
         return (x, *maps) if maps else x
+
+    def _rematerialised_call(self, inputs, attention_map, return_attention_scores):
+        """`_forward` in training under `keras.remat`, as a pure function.
+
+        The recomputation must see the state the forward pass saw (seed
+        generators, moving statistics) and must not update it a second time,
+        and JAX's `checkpoint` cannot let values assigned inside escape. So
+        the block runs in a `StatelessScope` fed with the state's values on
+        entry and returns its new values; they are assigned here, once.
+        Under JAX's trainer the weights themselves live in the trainer's
+        stateless scope: their values are handed on to the inner one.
+        """
+        state = self.non_trainable_variables
+        # Unmapped (TF, torch) or the trainer's (JAX); not autocast.
+        state_values = [_current_value(v) for v in state]
+        outer = get_stateless_scope()
+        mapped = []
+        if outer is not None:
+            mapped = [(v, outer.get_current_value(v)) for v in self.trainable_variables]
+            mapped = [(v, value) for v, value in mapped if value is not None]
+        has_map = attention_map is not None
+
+        def forward(*tensors):
+            with keras.StatelessScope(state_mapping=mapped + list(zip(state, state_values))) \
+                    as scope:
+                outputs = self._forward(
+                    tensors[0], tensors[1] if has_map else None, True, return_attention_scores
+                )
+            outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+            updated = [scope.get_current_value(v) for v in state]
+            return outputs + [
+                value if new is None else new for new, value in zip(updated, state_values)
+            ]
+
+        tensors = (inputs, attention_map) if has_map else (inputs,)
+        results = keras.remat(forward)(*tensors)
+        outputs = results[: len(results) - len(state)]
+        for v, value in zip(state, results[len(outputs):]):
+            v.assign(value)
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
     def _scaled(self, x):
         if self.branch_input_scale == 1.0:
@@ -173,6 +233,18 @@ class TransformerBlock(keras.layers.Layer):
                 "branch_input_scale": self.branch_input_scale,
                 "mlp_scale_init": self.mlp_scale_init,
                 "seed": self.seed,
+                "remat": self.remat,
             }
         )
         return config
+
+
+def _current_value(variable):
+    """`variable`'s value, in its own dtype (no autocast), inside any stateless scope."""
+    scope = get_stateless_scope()
+    value = scope.get_current_value(variable) if scope is not None else None
+    if value is None:
+        # A copy read now: TensorFlow's and torch's recomputation would read
+        # the variable after its update.
+        value = keras.ops.copy(keras.ops.convert_to_tensor(variable._value))
+    return value

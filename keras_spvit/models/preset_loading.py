@@ -20,6 +20,7 @@ from keras_spvit.models.resolution import backbone_of, set_image_size
 # differs from it only in these.
 NON_ARCHITECTURE_ARGS = (
     "name", "trainable", "dtype", "image_shape", "drop_path_rate", "dropout", "attention_dropout",
+    "remat",
 )
 
 

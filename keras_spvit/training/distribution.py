@@ -280,6 +280,82 @@ def is_chief(strategy=None):
     return worker(strategy)[0] == 0
 
 
+def gather_from_workers(directory, key, value, tag=None, timeout=600.0, strategy=None):
+    """Every worker's `value` on the chief, through files in `directory`.
+
+    For what each worker collects on its own during a run (the files its
+    share of the input failed to decode, say) and the chief reports. Call it
+    on every worker after `fit`: a non-chief writes `value` as JSON to
+    `directory/.KEY.workerI.json` (aside, then renamed) and returns `None`;
+    the chief waits for every other worker's file (the run directory is on a
+    shared file system, as resuming needs), reads and deletes them, and
+    returns the values in worker order, its own first. A file whose `tag`
+    differs from the chief's is a stale one (an earlier run's) and is waited
+    past. Workers missing after `timeout` seconds are left out with a
+    warning naming them. In a one-process run: `[value]`, no file.
+
+    Args:
+        directory: str, the run directory every worker sees.
+        key: str, a name for the gathered value (part of the file name).
+        value: anything `json.dumps` takes.
+        tag: optional JSON value the workers agree on (e.g. the optimizer
+            step count at the end of `fit`).
+        timeout: float > 0, seconds the chief waits for the other workers.
+        strategy: optional `tf.distribute.Strategy` (see `worker`).
+
+    Returns:
+        On the chief, a list of the workers' values; elsewhere `None`.
+
+    Example:
+
+    >>> shares = gather_from_workers("runs/a", "bad_files", errors.state())
+    >>> if shares is not None:
+    ...     for share in shares[1:]:
+    ...         errors.merge(share)
+    """
+    import time
+    import warnings
+
+    if not isinstance(key, str) or not key or os.sep in key:
+        raise ValueError(f"Expected a non-empty file-name part as `key`. Received: key={key!r}")
+    if not timeout > 0:
+        raise ValueError(f"Expected a positive number of seconds. Received: timeout={timeout!r}")
+    index, count = worker(strategy)
+
+    def path(task):
+        return os.path.join(directory, f".{key}.worker{task}.json")
+
+    if index != 0:
+        os.makedirs(directory, exist_ok=True)
+        aside = f"{path(index)}.{os.getpid()}.tmp"
+        with open(aside, "w") as f:
+            json.dump({"tag": tag, "value": value}, f)
+        os.replace(aside, path(index))
+        return None
+    values, waiting = {0: value}, set(range(1, count))
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for task in sorted(waiting):
+            try:
+                with open(path(task)) as f:
+                    record = json.load(f)
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            if record.get("tag") == tag:
+                values[task] = record["value"]
+                waiting.discard(task)
+                os.remove(path(task))
+        if waiting and time.monotonic() > deadline:
+            warnings.warn(
+                f"gather_from_workers: no {key!r} from worker(s) {sorted(waiting)} after "
+                f"{timeout:g} s; reporting the other workers' only."
+            )
+            break
+        if waiting:
+            time.sleep(0.1)
+    return [values[task] for task in sorted(values)]
+
+
 def local_replicas(strategy):
     """Replicas of a `tf.distribute` strategy on this worker."""
     return max(1, strategy.num_replicas_in_sync // _tf_num_workers(strategy))

@@ -296,3 +296,17 @@ def test_elements_must_be_tuples_and_decode_must_give_an_image():
         safe_decode(tf.data.Dataset.from_tensor_slices(["a.png"]), _read)
     with pytest.raises(ValueError, match="height, width, channels"):
         safe_decode(_source(["a.png"]), lambda path: tf.strings.length(path))
+
+
+def test_state_and_merge_add_another_workers_share():
+    from keras_spvit.data.decode_errors import DecodeErrors
+
+    chief, other = DecodeErrors(), DecodeErrors()
+    chief.add("a.jpg", "bad a")
+    other.add("b.jpg", "bad b")
+    other.add("a.jpg", "other reason")
+    chief.merge(other.state())
+    assert chief.paths == ["a.jpg", "b.jpg"] and chief.count == 3
+    assert chief.reasons == {"a.jpg": "bad a", "b.jpg": "bad b"}
+    with pytest.raises(ValueError, match="state="):
+        chief.merge(["b.jpg"])

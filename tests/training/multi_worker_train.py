@@ -8,7 +8,9 @@ and JAX the `KERAS_DISTRIBUTION_*` variables of `keras.distribution.initialize()
 trains a tiny SP-ViT for 2 epochs of 4 steps (global batch 8) on a position
 stream of random images read through `distribute_input`, backing up every 2
 steps, validating on 11 images (a last batch of 3). `--kill-at N` SIGKILLs the process after optimizer step N (every worker
-does: a crash of the job). A finished run writes OUT/../final_TASK.npz: the
+does: a crash of the job). `--images DIR`: after `fit` each worker decodes its
+share of DIR's files and the chief adds every worker's bad files to
+OUT/summary.json (`gather_from_workers`). A finished run writes OUT/../final_TASK.npz: the
 weights and the step count.
 """
 
@@ -28,6 +30,7 @@ def main():
     parser.add_argument("--task", type=int, default=0)
     parser.add_argument("--ports", default="0")
     parser.add_argument("--kill-at", type=int, default=None)
+    parser.add_argument("--images", default=None)
     args = parser.parse_args()
     addresses = [f"127.0.0.1:{port}" for port in args.ports.split(",")]
     backend = os.environ["KERAS_BACKEND"]
@@ -86,6 +89,32 @@ def main():
             jit_compile=backend == "jax",
             callbacks=[Kill()] if args.kill_at else [],
         )
+        if args.images:
+            # Each worker decodes its share of the files (a corrupt one in
+            # each share, as `distribute_input` shards them), the chief
+            # reports every worker's bad files, as `keras-spvit train` does.
+            import tensorflow as tf
+
+            from keras_spvit.data.decode_errors import DecodeErrors, safe_decode
+            from keras_spvit.training.distribution import gather_from_workers, worker
+
+            index, count = worker()
+            paths = sorted(os.path.join(args.images, n) for n in os.listdir(args.images))
+            files = tf.data.Dataset.from_tensor_slices((paths, [0] * len(paths)))
+            errors = DecodeErrors()
+            read = lambda p: tf.io.decode_image(tf.io.read_file(p), 3, expand_animations=False)  # noqa: E731
+            for _ in safe_decode(files.shard(count, index), read, errors=errors):
+                pass
+            shares = gather_from_workers(args.out, "bad_files", errors.state(),
+                                         tag=summary["optimizer_steps"])
+            if shares is not None:
+                for share in shares[1:]:
+                    errors.merge(share)
+                path = os.path.join(args.out, "summary.json")
+                with open(path) as f:
+                    written = json.load(f)
+                with open(path, "w") as f:
+                    json.dump({**written, **errors.summary(), "own_bad_files": shares[0]}, f)
     np.savez(
         os.path.join(os.path.dirname(os.path.abspath(args.out)), f"final_{args.task}.npz"),
         steps=summary["optimizer_steps"], replicas=replicas,

@@ -104,3 +104,14 @@ def test_one_gpu_trains_under_a_one_device_strategy(monkeypatch):
     assert history.history["loss"][1] < history.history["loss"][0]
     with distribution.data_parallel("none"):
         assert not tf.distribute.has_strategy()
+
+
+def test_gather_from_workers_in_one_process_writes_nothing(tmp_path):
+    from keras_spvit.training.distribution import gather_from_workers
+
+    assert gather_from_workers(str(tmp_path), "bad_files", {"a": 1}, tag=3) == [{"a": 1}]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="key=''"):
+        gather_from_workers(str(tmp_path), "", 1)
+    with pytest.raises(ValueError, match="timeout=0"):
+        gather_from_workers(str(tmp_path), "x", 1, timeout=0)

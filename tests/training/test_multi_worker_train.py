@@ -1,5 +1,6 @@
 """`trainer.fit` on two worker processes on localhost: same training as one
-process, one set of files (the chief's), and a crash of both workers resumes.
+process, one set of files (the chief's), a crash of both workers resumes, and
+the chief's summary lists the bad files of every worker's share.
 
 TensorFlow: `MultiWorkerMirroredStrategy` with a `TF_CONFIG` per process; JAX:
 two processes of one CPU device (`keras.distribution.initialize`, Gloo). Each
@@ -24,7 +25,7 @@ BACKEND = keras.backend.backend()
 EPOCHS, STEPS = 2, 4
 
 
-def _start(out, workers, tmp, kill_at=None):
+def _start(out, workers, tmp, kill_at=None, images=None):
     """Starts `workers` processes of one run."""
     tmp.mkdir(parents=True, exist_ok=True)
     # Each launch's temporary files (the non-chiefs' write-aside directories) in `tmp`.
@@ -34,7 +35,8 @@ def _start(out, workers, tmp, kill_at=None):
     procs = [
         subprocess.Popen(
             [sys.executable, str(SCRIPT), str(out), "--task", str(task), "--ports", ports]
-            + (["--kill-at", str(kill_at)] if kill_at else []),
+            + (["--kill-at", str(kill_at)] if kill_at else [])
+            + (["--images", str(images)] if images else []),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for task in range(workers)
@@ -65,8 +67,16 @@ def _files(run):
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras has no multi-worker engine for torch")
 def test_two_workers_train_like_one_write_once_and_resume(tmp_path):
     two = tmp_path / "two" / "run"
+    # Two good and two corrupt images; sharded over 2 workers (sorted, every
+    # other file), each worker's share holds one corrupt file.
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        (images / f"broken_{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg" * (i + 1))
+        keras.utils.save_img(images / f"good_{i}.png", np.full((4, 4, 3), 60 * i, "uint8"))
+    bad = [str(images / f"broken_{i}.jpg") for i in range(2)]
     # The one-process reference runs beside the first 2-process run.
-    one = _start(tmp_path / "one" / "run", 1, tmp_path / "tmp_one")
+    one = _start(tmp_path / "one" / "run", 1, tmp_path / "tmp_one", images=images)
     killed = _wait(_start(two, 2, tmp_path / "tmp_killed", kill_at=STEPS + 2))
     [(code, _, err, _)] = _wait(one)
     assert code == 0, err[-3000:]
@@ -75,7 +85,7 @@ def test_two_workers_train_like_one_write_once_and_resume(tmp_path):
     assert (metadata["epoch"], metadata["batches_done"]) == (1, 2)  # mid-epoch, by the chief
     assert [epoch for epoch, _ in _losses(two)] == [0]
 
-    resumed = _wait(_start(two, 2, tmp_path / "tmp_resumed"))
+    resumed = _wait(_start(two, 2, tmp_path / "tmp_resumed", images=images))
     for code, _, err, _ in resumed:
         assert code == 0, err[-3000:]
     chief_out, other_out = resumed[0][1], resumed[1][1]
@@ -124,4 +134,9 @@ def test_two_workers_train_like_one_write_once_and_resume(tmp_path):
     assert list((tmp_path / "tmp_resumed").iterdir()) == []
     summary = json.loads((two / "summary.json").read_text())
     assert summary["optimizer_steps"] == EPOCHS * STEPS
+    # Every worker's bad files in the chief's summary, as one process finds them.
+    assert summary["bad_files"] == bad and summary["decode_failures"] == 2
+    assert list(summary["own_bad_files"]["reasons"]) == bad[:1]  # the chief's share alone
+    one_summary = json.loads((tmp_path / "one" / "run" / "summary.json").read_text())
+    assert one_summary["bad_files"] == bad and one_summary["decode_failures"] == 2
     assert [epoch for epoch, _ in _losses(two)] == [0, 1]

@@ -69,6 +69,9 @@ class PSViTBackbone(ResizableBackbone):
         drop_path_rate: float in `[0, 1)`.
         layer_norm_epsilon: float.
         image_shape: `(height, width, channels)`.
+        remat: bool. Rematerialise every transformer block in training
+            (`TransformerBlock(remat=True)`): activation memory of about one
+            block instead of all, for about one more forward pass per step.
         dtype: optional dtype policy.
         **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
             defaults to `"psvit_backbone"`.
@@ -106,6 +109,7 @@ class PSViTBackbone(ResizableBackbone):
         drop_path_rate=0.0,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         image_shape=(224, 224, 3),
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -203,6 +207,7 @@ class PSViTBackbone(ResizableBackbone):
                 TransformerBlock(
                     attention, mlp_ratio=mlp_ratio, drop_path_rate=float(rates[i]),
                     layer_norm_epsilon=layer_norm_epsilon, name=f"block_{i}", dtype=dtype,
+                    remat=remat,
                 )
             )
         self.norm = keras.layers.LayerNormalization(
@@ -255,6 +260,7 @@ class PSViTBackbone(ResizableBackbone):
         self.drop_path_rate = drop_path_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.image_shape = image_shape
+        self.remat = remat
 
     def get_config(self):
         config = super().get_config()
@@ -276,6 +282,7 @@ class PSViTBackbone(ResizableBackbone):
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "image_shape": self.image_shape,
+                "remat": self.remat,
             }
         )
         return config

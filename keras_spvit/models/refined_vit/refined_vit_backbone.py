@@ -56,6 +56,9 @@ class RefinedViTBackbone(ResizableBackbone):
         attention_dropout: float in `[0, 1)`.
         layer_norm_epsilon: float (1e-6 released).
         image_shape: `(height, width, channels)` of the inputs.
+        remat: bool. Rematerialise every transformer block in training
+            (`TransformerBlock(remat=True)`): activation memory of about one
+            block instead of all, for about one more forward pass per step.
         dtype: optional dtype policy.
         **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
             defaults to `"refined_vit_backbone"`.
@@ -93,6 +96,7 @@ class RefinedViTBackbone(ResizableBackbone):
         attention_dropout=0.0,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         image_shape=(224, 224, 3),
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -153,6 +157,7 @@ class RefinedViTBackbone(ResizableBackbone):
                     drop_path_rate=float(rates[i]),
                     dropout=dropout,
                     layer_norm_epsilon=layer_norm_epsilon,
+                    remat=remat,
                     name=f"block_{i}",
                     dtype=dtype,
                 )
@@ -197,6 +202,7 @@ class RefinedViTBackbone(ResizableBackbone):
         self.attention_dropout = attention_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.image_shape = image_shape
+        self.remat = remat
         self.grid_shape = grid_shape
 
     def get_config(self):
@@ -220,6 +226,7 @@ class RefinedViTBackbone(ResizableBackbone):
                 "attention_dropout": self.attention_dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "image_shape": self.image_shape,
+                "remat": self.remat,
             }
         )
         return config

@@ -59,6 +59,9 @@ class SPViTBackbone(ResizableBackbone):
         layer_norm_epsilon: float. Epsilon of every LayerNorm.
         image_shape: `(height, width, channels)` of the channels-last,
             normalised input images.
+        remat: bool. Rematerialise every transformer block in training
+            (`TransformerBlock(remat=True)`): activation memory of about one
+            block instead of all, for about one more forward pass per step.
         dtype: optional dtype policy, e.g. `"mixed_bfloat16"`.
         **kwargs: standard `keras_hub.models.Backbone` arguments; `name`
             defaults to `"spvit_backbone"`.
@@ -98,6 +101,7 @@ class SPViTBackbone(ResizableBackbone):
         refiner_kernel_size=3,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         image_shape=(224, 224, 3),
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -150,6 +154,7 @@ class SPViTBackbone(ResizableBackbone):
                     drop_path_rate=float(rates[i]),
                     dropout=dropout,
                     layer_norm_epsilon=layer_norm_epsilon,
+                    remat=remat,
                     name=f"block_{i}",
                     dtype=dtype,
                 )
@@ -208,6 +213,7 @@ class SPViTBackbone(ResizableBackbone):
         self.refiner_kernel_size = refiner_kernel_size
         self.layer_norm_epsilon = layer_norm_epsilon
         self.image_shape = image_shape
+        self.remat = remat
         self.grid_shape = grid_shape
 
     def get_config(self):
@@ -232,6 +238,7 @@ class SPViTBackbone(ResizableBackbone):
                 "refiner_kernel_size": self.refiner_kernel_size,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "image_shape": self.image_shape,
+                "remat": self.remat,
             }
         )
         return config

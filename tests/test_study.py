@@ -37,6 +37,10 @@ _MINI_DIR = {}
 
 def mini_study_dir(tmp_path_factory):
     """The one real mini-study of the suite (trained once per session): its folder."""
+    if BACKEND != "tensorflow":
+        # The study's bookkeeping is the same on every backend; training on each
+        # backend is covered by tests/training and the shared `trained_run`.
+        pytest.skip("the real mini-study runs once, under TensorFlow (4 trained cells)")
     if "out" not in _MINI_DIR:
         from keras_spvit.study import study
 

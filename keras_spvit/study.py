@@ -352,20 +352,6 @@ def default_baseline(models):
     return models[0]
 
 
-def _recipe_augment(recipe, seed):
-    # The `train` command's augmentation for a recipe (keras_spvit.cli.train.train_augment;
-    # workflows do not import the CLI).
-    from keras_spvit.data.train_augment import TrainAugment
-
-    return TrainAugment(
-        scale=recipe.crop_scale, ratio=recipe.crop_ratio,
-        hflip=0.5 if recipe.horizontal_flip else 0.0, randaugment=recipe.randaugment,
-        random_erasing=recipe.random_erasing, erasing_mode=recipe.erasing_mode,
-        erasing_count=recipe.erasing_count, mixup_alpha=recipe.mixup_alpha,
-        cutmix_alpha=recipe.cutmix_alpha, label_smoothing=0.0, seed=seed,
-    )
-
-
 def _positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"Expected a positive int. Received: {name}={value!r}")
@@ -514,6 +500,7 @@ def run_cell(settings, model_name, size, seed, directory):
     from keras_spvit.analysis.plots import plot_spatial_priors, spatial_prior_layers
     from keras_spvit.data.datasets import array_dataset
     from keras_spvit.data.sources import source_preprocessing
+    from keras_spvit.data.train_augment import TrainAugment
     from keras_spvit.training import fit
     from keras_spvit.training.hardware import resolve_jit
 
@@ -535,8 +522,9 @@ def run_cell(settings, model_name, size, seed, directory):
         kwargs.setdefault("drop_path_rate", recipe.drop_path_rate)
     model = study_builders()[model_name](num_classes=num_classes, **kwargs)
     train = array_dataset(np.tile(images, (repeats,) + (1,) * (images.ndim - 1)),
-                          np.tile(labels, repeats), image_size=image_size, batch_size=batch, training=True,
-                          augment=_recipe_augment(recipe, seed), num_classes=num_classes,
+                          np.tile(labels, repeats), image_size=image_size, batch_size=batch,
+                          training=True, augment=TrainAugment.from_recipe(recipe, seed),
+                          num_classes=num_classes,
                           seed=seed, cache=True, **source_preprocessing(settings["data"]))
     summary = fit(model, train, None, recipe=recipe, batch_size=batch, out_dir=directory,
                   epochs=epochs, steps_per_epoch=steps, jit_compile=resolve_jit(settings["jit"]),

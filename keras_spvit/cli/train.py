@@ -89,22 +89,10 @@ def add_parser(subparsers):
 
 
 def train_augment(recipe, seed):
-    """The `TrainAugment` a recipe asks for (label smoothing stays in the loss)."""
+    """The `TrainAugment` a recipe asks for (`TrainAugment.from_recipe`)."""
     from keras_spvit.data.train_augment import TrainAugment
 
-    return TrainAugment(
-        scale=recipe.crop_scale,
-        ratio=recipe.crop_ratio,
-        hflip=0.5 if recipe.horizontal_flip else 0.0,
-        randaugment=recipe.randaugment,
-        random_erasing=recipe.random_erasing,
-        erasing_mode=recipe.erasing_mode,
-        erasing_count=recipe.erasing_count,
-        mixup_alpha=recipe.mixup_alpha,
-        cutmix_alpha=recipe.cutmix_alpha,
-        label_smoothing=0.0,
-        seed=seed,
-    )
+    return TrainAugment.from_recipe(recipe, seed)
 
 
 def with_mix_token(dataset, model, num_classes, image_size, seed, first_batch=0):

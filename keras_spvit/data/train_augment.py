@@ -286,6 +286,35 @@ class TrainAugment:
         config.update(overrides)
         return cls(**config)
 
+    @classmethod
+    def from_recipe(cls, recipe, seed=None):
+        """The augmentation a training recipe asks for (label smoothing stays in the loss).
+
+        Args:
+            recipe: a `keras_spvit.training.Recipe` (any object with its
+                `crop_scale`, `crop_ratio`, `horizontal_flip`, `randaugment`,
+                `random_erasing`, `erasing_mode`, `erasing_count`,
+                `mixup_alpha` and `cutmix_alpha` fields).
+            seed: optional int.
+
+        Example:
+
+        >>> TrainAugment.from_recipe(keras_spvit.training.get_recipe("digits"), seed=0)
+        """
+        return cls(
+            scale=recipe.crop_scale,
+            ratio=recipe.crop_ratio,
+            hflip=0.5 if recipe.horizontal_flip else 0.0,
+            randaugment=recipe.randaugment,
+            random_erasing=recipe.random_erasing,
+            erasing_mode=recipe.erasing_mode,
+            erasing_count=recipe.erasing_count,
+            mixup_alpha=recipe.mixup_alpha,
+            cutmix_alpha=recipe.cutmix_alpha,
+            label_smoothing=0.0,
+            seed=seed,
+        )
+
     @property
     def mixes(self):
         """Whether `mix_batch` mixes images (MixUp or CutMix is enabled)."""

@@ -63,7 +63,7 @@ def run(args):
     preprocessing = resolve_preprocessing(args, model, run_dir)
     try:
         # The LiteRT / ONNX converters' C++ code logs to stderr (shown on failure).
-        with native_logs_held(keep=getattr(args, "verbose", False)):
+        with native_logs_held(keep=getattr(args, "verbose_all", False) or args.verbose):
             export(
                 model, args.out, args.format,
                 image_size=tuple(preprocessing.image_size), crop_pct=preprocessing.crop_pct,

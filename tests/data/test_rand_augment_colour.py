@@ -1,4 +1,4 @@
-"""The batched colour kernels (keras_spvit/data/colour.py): a shared kernel with
+"""The batched colour kernels (keras_spvit/data/rand_augment_colour.py): a shared kernel with
 neutral parameters is each single operation."""
 
 import keras
@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_spvit.data import rand_augment_colour as colour
+from tests.data.test_rand_augment_batch import _images
 
 # Pure TensorFlow (runs inside tf.data whatever the Keras backend): tested on TensorFlow;
 # tests/data/test_train_augment.py runs RandAugment through the pipeline on every backend.
@@ -14,14 +15,6 @@ pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="pure TensorFlow, backend-independent: tested on TensorFlow",
 )
-
-
-def _images(count, height=24, width=32, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (count, height, width, 3)).astype(np.uint8)
-    images[::3, :5, :7] = 77  # flat patches; a flat channel for autocontrast / equalize
-    images[1::4, ..., 2] = 140
-    return images
 
 
 def test_point_and_grey_blend_families_are_the_single_operations():

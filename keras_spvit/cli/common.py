@@ -555,17 +555,21 @@ def add_preprocessing_arguments(parser, training=False):
     For `train` they set the run's preprocessing (default: the data source's);
     for `evaluate` and `predict` they override the loaded model's.
     """
-    default = ("the data source's: 1.0 / 0.5 for digits, fashion_mnist and idx:, else 0.875 / "
-               "ImageNet") if training \
-        else "the model's preprocessing"
+    if training:
+        small = "for digits, fashion_mnist and idx:"
+        defaults = {"crop": f"the data source's: 1.0 {small}, else 0.875",
+                    "mean": f"the data source's: 0.5 0.5 0.5 {small}, else ImageNet's",
+                    "std": f"the data source's: 0.5 0.5 0.5 {small}, else ImageNet's"}
+    else:
+        defaults = dict.fromkeys(("crop", "mean", "std"), "the model's preprocessing")
     parser.add_argument("--image-size", type=positive_int, default=None,
                         help="input side in pixels (default: the model's)")
     parser.add_argument("--crop-pct", type=fraction, default=None,
-                        help=f"evaluation center-crop share in (0, 1] (default: {default})")
+                        help=f"evaluation center-crop share in (0, 1] (default: {defaults['crop']})")
     parser.add_argument("--mean", type=unit_float, nargs=3, default=None, metavar="M",
-                        help=f"normalisation mean of [0, 1] pixels (default: {default})")
+                        help=f"normalisation mean of [0, 1] pixels (default: {defaults['mean']})")
     parser.add_argument("--std", type=positive_float, nargs=3, default=None, metavar="S",
-                        help=f"normalisation std of [0, 1] pixels (default: {default})")
+                        help=f"normalisation std of [0, 1] pixels (default: {defaults['std']})")
 
 
 def add_data_arguments(parser, split_default, training=False):

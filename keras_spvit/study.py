@@ -124,6 +124,11 @@ def study_arrays(data, split, data_dir=None):
 # === Statistics ===
 
 
+# A model whose mean train accuracy is below this has not fitted its training images: the
+# verdict says so (a comparison of underfit models measures the budget, not the prior).
+UNDERFIT_BELOW = 0.90
+
+
 def _std(values):
     return statistics.stdev(values) if len(values) > 1 else None
 
@@ -266,7 +271,20 @@ def verdict(summary, model=None):
         lead = f"{model} and {baseline} are within error bars of each other at every size"
     else:
         lead = f"{model} against {baseline}"
-    return f"{lead}: " + "; ".join(parts) + "."
+    return f"{lead}: " + "; ".join(parts) + "." + _underfit_warning(summary, (model, baseline))
+
+
+def _underfit_warning(summary, models):
+    """" Caution: ..." naming the compared rows whose mean train accuracy is below
+    `UNDERFIT_BELOW`, or "" when every compared model fits its training images."""
+    low = [r for r in summary["rows"]
+           if r["model"] in models and r["train_mean"] < UNDERFIT_BELOW]
+    if not low:
+        return ""
+    rows = ", ".join(f"{r['model']} {100 * r['train_mean']:.0f}% at {r['size']:,}" for r in low)
+    return (f" Caution: underfit (train accuracy {rows}; below {100 * UNDERFIT_BELOW:.0f}%): "
+            "the difference reflects the training budget as much as the models; train longer "
+            "(--epochs / --min-steps) before reading it as an effect of the prior.")
 
 
 def plot_learning_curves(summary, path, title=None):

@@ -146,6 +146,22 @@ def test_verdict_says_better_only_beyond_the_interval_and_flags_one_seed():
     assert "-10.0 points with 300 images (one seed only, no error bar, 0/0/1" in sentence
 
 
+def test_verdict_cautions_when_the_compared_models_underfit():
+    fitted = _cells("A", [0.5, 0.6, 0.7]) + _cells("SPViT_X", [0.6, 0.71, 0.82])
+    assert "Caution" not in verdict(summarize(fitted, ["A", "SPViT_X"], [100], baseline="A"))
+    # 0.90 is fitted (the threshold itself); 0.899 is not, nor is the baseline's 0.62.
+    edge = _cells("A", [0.5, 0.6, 0.7], train=0.90) + _cells("SPViT_X", [0.6, 0.7, 0.8], train=0.9)
+    assert "Caution" not in verdict(summarize(edge, ["A", "SPViT_X"], [100], baseline="A"))
+    cells = (_cells("A", [0.5, 0.6, 0.7], train=0.62) + _cells("SPViT_X", [0.6, 0.7, 0.8])
+             + _cells("A", [0.7, 0.8, 0.9], size=300) + _cells("SPViT_X", [0.7, 0.8, 0.9], size=300)
+             + _cells("C", [0.1, 0.1, 0.1], train=0.1))  # not compared in the sentence
+    sentence = verdict(summarize(cells, ["A", "SPViT_X", "C"], [100, 300], baseline="A"))
+    assert sentence.endswith("Caution: underfit (train accuracy A 62% at 100; below 90%): the "
+                             "difference reflects the training budget as much as the models; "
+                             "train longer (--epochs / --min-steps) before reading it as an "
+                             "effect of the prior.")
+
+
 def test_only_common_seeds_are_paired():
     cells = _cells("A", [0.5, 0.6]) + _cells("B", [0.7])
     (paired,) = summarize(cells, ["A", "B"], [100], baseline="A")["paired"]

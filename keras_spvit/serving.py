@@ -22,6 +22,14 @@ import tempfile
 # before any backend starts (TensorFlow loads inside the functions).
 
 FORMATS = ("saved_model", "litert", "onnx")
+QUANTIZE_MODES = ("int8",)
+# How `export(quantize="int8")` quantizes, per format (said by `keras-spvit export`).
+QUANTIZE_ROUTES = {
+    "saved_model": "Keras' model.quantize on a copy; heads, convolutions, norms and priors "
+                   "stay float",
+    "litert": "LiteRT converter's dynamic-range quantization",
+    "onnx": "onnxruntime's quantize_dynamic, int8 weights",
+}
 _EXTENSIONS = {"litert": ".tflite", "onnx": ".onnx"}
 _KERNELS = ("bicubic", "bilinear")
 
@@ -38,6 +46,7 @@ def export(
     interpolation=None,
     class_names=None,
     top_k=5,
+    quantize=None,
 ):
     """Writes `model` with its preprocessing as a serving artifact.
 
@@ -67,6 +76,14 @@ def export(
         class_names: optional list of names, one per class.
         top_k: int >= 1, the number of top classes returned (capped at the
             class count).
+        quantize: `None` (float) or `"int8"`: int8 weights by each format's
+            own route: SavedModel holds a copy of the model quantized by Keras'
+            `model.quantize("int8")` (`model` itself is left float); LiteRT uses
+            its converter's dynamic-range quantization and ONNX onnxruntime's
+            `quantize_dynamic` (int8 weights, activations quantized per call,
+            the runtimes' int8 kernels). A model already quantized by Keras
+            exports as SavedModel only (the LiteRT and ONNX converters have no
+            int8 batched matmul): export the float model with `quantize`.
 
     Returns:
         `path`.
@@ -100,6 +117,20 @@ def export(
         )
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"Expected an int >= 1 for `top_k`. Received: top_k={top_k!r}")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            f"Expected `quantize` in {QUANTIZE_MODES} or None. Received: quantize={quantize!r}"
+        )
+    quantized = _quantization_modes(model)
+    if quantized and format != "saved_model":
+        raise ValueError(
+            f"The model is already quantized ({', '.join(quantized)}, by Keras' "
+            f"model.quantize), which the {format} converter cannot take (no int8 batched "
+            f"matmul). Export the float model with quantize='int8': {format}'s own int8."
+        )
+    if quantized and quantize:
+        raise ValueError(f"The model is already quantized ({', '.join(quantized)}); "
+                         "export it without `quantize`.")
     settings = serving_preprocessing(
         model, image_size=image_size, crop_pct=crop_pct, mean=mean, std=std,
         interpolation=interpolation,
@@ -114,8 +145,12 @@ def export(
             )
     if format == "onnx":
         _require("tf2onnx", "ONNX export")
+        if quantize:
+            _require("onnxruntime", "int8 ONNX export")
     path = str(path)
     if format == "saved_model":
+        if quantize:
+            model = _quantized_copy(model, quantize)
         _write_saved_model(model, path, settings, class_names, top_k)
         return path
     workdir = tempfile.mkdtemp(prefix="keras_spvit_export_")
@@ -123,9 +158,9 @@ def export(
         saved = os.path.join(workdir, "saved_model")
         serve = _write_saved_model(model, saved, settings, class_names, top_k)
         if format == "litert":
-            _write_litert(saved, path)
+            _write_litert(saved, path, quantize)
         else:
-            _write_onnx(serve, path)
+            _write_onnx(serve, path, quantize, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return path
@@ -333,15 +368,33 @@ def _write_saved_model(model, path, settings, class_names, top_k):
     return serve
 
 
-def _write_litert(saved_model, path):
+def _quantization_modes(model):
+    """The quantization modes of `model`'s layers (Keras' `model.quantize`), sorted."""
+    modes = {getattr(layer.dtype_policy, "quantization_mode", None)
+             for layer in getattr(model, "_flatten_layers", lambda: [])()}
+    return sorted(mode for mode in modes if mode)
+
+
+def _quantized_copy(model, mode):
+    """A copy of `model` (same class, config and weights) quantized by Keras."""
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.quantize(mode)
+    return copy
+
+
+def _write_litert(saved_model, path, quantize=None):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+    if quantize:
+        # Dynamic-range quantization: int8 weights, activations quantized per call.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
     _write_atomically(path, flatbuffer)
 
 
-def _write_onnx(serve, path):
+def _write_onnx(serve, path, quantize=None, workdir=None):
     import numpy as np
     import tf2onnx
 
@@ -356,7 +409,18 @@ def _write_onnx(serve, path):
         serve, input_signature=serve.input_signature, opset=17,
         custom_op_handlers={"Erfc": (erfc, [])},
     )
-    _write_atomically(path, proto.SerializeToString())
+    if not quantize:
+        _write_atomically(path, proto.SerializeToString())
+        return
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = os.path.join(workdir, "float.onnx")
+    int8_path = os.path.join(workdir, "int8.onnx")
+    with open(float_path, "wb") as f:
+        f.write(proto.SerializeToString())
+    quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8)
+    with open(int8_path, "rb") as f:
+        _write_atomically(path, f.read())
 
 
 def _write_atomically(path, data):
@@ -365,6 +429,9 @@ def _write_atomically(path, data):
     handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")
     with os.fdopen(handle, "wb") as f:
         f.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from a server user
     os.replace(partial, path)
 
 

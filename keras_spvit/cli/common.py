@@ -283,8 +283,12 @@ def resolve_model(model, weights=None):
     return "builder", model
 
 
-def add_model_argument(parser):
-    """The `MODEL [--weights W] [--num-classes N]` arguments of evaluate / predict."""
+QUANTIZE_MODES = ("int8",)
+
+
+def add_model_argument(parser, quantize=False):
+    """The `MODEL [--weights W] [--num-classes N]` arguments of evaluate / predict /
+    export / explain; with `quantize`, also `--quantize MODE` (see `load_model`)."""
     parser.add_argument(
         "model",
         help="a run directory holding model.keras, a .keras file, or a builder name "
@@ -293,16 +297,33 @@ def add_model_argument(parser):
     parser.add_argument("--weights", default=None,
                         help="weights for a builder name: preset, folder, .weights.h5, checkpoint")
     parser.add_argument("--num-classes", type=positive_int, default=None)
+    if quantize:
+        parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                            help="quantize the loaded model first (Keras' "
+                            "model.quantize: int8 weights, activations quantized per call; "
+                            "the heads, convolutions, norms and spatial priors stay float)")
 
 
-def load_model(args, kind=None):
+def load_model(args, kind=None, quantize=True):
     """The model named by `args.model` (run directory, file or builder) and its
-    run directory (or `None`). Loading errors of the user's files are `UsageError`s.
+    run directory (or `None`), quantized when `quantize` and `args.quantize`
+    names a mode (a line says so). Loading errors of the user's files are
+    `UsageError`s.
 
     Example:
 
     >>> model, run_dir = load_model(argparse.Namespace(model="runs/digits"))
     """
+    model, run_dir = _load_model(args, kind)
+    mode = getattr(args, "quantize", None) if quantize else None
+    if mode:
+        model.quantize(mode)
+        print(f"quantized: {mode} (Keras' model.quantize; heads, convolutions, norms and priors "
+              "stay float)")
+    return model, run_dir
+
+
+def _load_model(args, kind):
     builders()  # imports the public API: registers the serialisable classes
 
     path = args.model

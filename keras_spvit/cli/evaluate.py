@@ -19,7 +19,7 @@ def add_parser(subparsers):
         "an official checkpoint's variant), else the data source's defaults. --crop-pct, "
         "--mean and --std override it; the output says which one was used.",
     )
-    add_model_argument(parser)
+    add_model_argument(parser, quantize=True)
     add_data_arguments(parser, split_default="test")
     add_preprocessing_arguments(parser)
     parser.add_argument("--json", default=None, help="also write the results to this file")
@@ -113,5 +113,6 @@ def run(args):
         f"{'n/a' if ips is None else f'{ips:.1f}'} images/s"
     )
     if args.json:
-        write_json(args.json, {**results, "preprocessing": preprocessing.to_dict()})
+        write_json(args.json, {**results, "preprocessing": preprocessing.to_dict(),
+                               "quantize": args.quantize})
     return 0

@@ -23,7 +23,7 @@ def add_parser(subparsers):
         description="Write MODEL with its preprocessing as a serving artifact: uint8 images of "
         "any size in, class probabilities, top-k classes and names out.",
     )
-    add_model_argument(parser)
+    add_model_argument(parser, quantize=True)
     parser.add_argument("out", help="output: a directory (saved_model), a .tflite file "
                         "(litert) or an .onnx file (onnx)")
     parser.add_argument("--format", choices=FORMATS, default="saved_model")
@@ -48,7 +48,7 @@ def run(args):
         resolve_model,
         resolve_preprocessing,
     )
-    from keras_spvit.serving import export
+    from keras_spvit.serving import QUANTIZE_ROUTES, export
 
     if keras.backend.backend() != "tensorflow":
         raise UsageError(
@@ -58,7 +58,7 @@ def run(args):
         )
     kind, _ = resolve_model(args.model, args.weights)
     names = read_class_names(args.class_names) if args.class_names else None
-    model, run_dir = load_model(args, kind)
+    model, run_dir = load_model(args, kind, quantize=False)  # export quantizes per format
     names = model_class_names(names, args, model, run_dir)
     preprocessing = resolve_preprocessing(args, model, run_dir)
     try:
@@ -69,11 +69,13 @@ def run(args):
                 image_size=tuple(preprocessing.image_size), crop_pct=preprocessing.crop_pct,
                 mean=preprocessing.mean, std=preprocessing.std,
                 interpolation=preprocessing.interpolation, class_names=names,
-                top_k=args.top_k,
+                top_k=args.top_k, quantize=args.quantize,
             )
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(preprocessing.describe())
+    if args.quantize:
+        print(f"quantized: {args.quantize} ({QUANTIZE_ROUTES[args.format]})")
     print(f"Wrote {args.out} ({args.format}): serve(images: uint8 (batch, height, width, "
           f"{model.input_shape[-1]})) -> probabilities, top_classes, top_probabilities"
           + (", top_names" if names else ""))

@@ -26,7 +26,7 @@ def add_parser(subparsers):
         "keras-hub preprocessor (presets, official checkpoints), or the preprocessing a run "
         "directory recorded; --crop-pct, --mean and --std override it.",
     )
-    add_model_argument(parser)
+    add_model_argument(parser, quantize=True)
     parser.add_argument("images", nargs="+", help="image files (jpg, png, bmp, gif)")
     parser.add_argument("--top-k", type=positive_int, default=5)
     add_preprocessing_arguments(parser)

@@ -101,6 +101,8 @@ CASES = [
     (["evaluate", "no_model"], "'no_model'"),
     (["evaluate", "missing.keras"], "'missing.keras'"),
     (["evaluate", "SPViT_Tiny", "--batch-size", "abc"], "'abc'"),
+    (["evaluate", "SPViT_Tiny", "--quantize", "int4"], "'int4'"),
+    (["export", "SPViT_Tiny", "out", "--quantize", "float8"], "'float8'"),
     (["predict", "SPViT_Tiny", "good.png", "--top-k", "-1"], "'-1'"),
     (["predict", "SPViT_Tiny", "missing.png"], "'missing.png'"),
     (["predict", "SPViT_Tiny", "not_an_image.png"], "'not_an_image.png'"),

@@ -15,15 +15,18 @@ from keras_spvit.data.sources import source_dataset
 SPLIT = 359  # digits' held-out split
 
 
-def _run_logits(trained_run):
+def _run_logits(trained_run, quantize=None):
     """The run's model.keras on the held-out digits, preprocessed as its
-    train_config.json says (read here, not through the CLI): logits, labels."""
+    train_config.json says (read here, not through the CLI): logits, labels.
+    `quantize`: a mode for Keras' `model.quantize` applied after loading."""
     config = json.loads((trained_run / "train_config.json").read_text())
     pre = config["preprocessing"]
     dataset, _ = source_dataset("digits", "test", image_size=config["image_size"],
                                 batch_size=100, training=False, crop_pct=pre["crop_pct"],
                                 mean=pre["mean"], std=pre["std"])
     model = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    if quantize:
+        model.quantize(quantize)
     logits, labels = [], []
     for images, y in dataset:
         out = model(images, training=False)
@@ -48,6 +51,25 @@ def test_evaluate_top5_and_loss_equal_numpys_on_the_logits(trained_run, tmp_path
     # Cross-entropy through logaddexp (a different route than the code's).
     loss = np.mean(np.logaddexp.reduce(logits, axis=-1) - logits[np.arange(SPLIT), labels])
     assert results["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="--quantize is backend-independent plumbing (tested here on TensorFlow); "
+    "int8 on every backend is tests/models/test_quantize.py",
+)
+def test_evaluate_quantized_is_the_quantized_models_numbers(trained_run, tmp_path, capsys):
+    assert main(["evaluate", str(trained_run), "--data", "digits", "--quantize", "int8",
+                 "--json", str(tmp_path / "int8.json")]) == 0
+    assert "quantized: int8" in capsys.readouterr().out
+    results = json.loads((tmp_path / "int8.json").read_text())
+    assert results["quantize"] == "int8"
+    logits, labels = _run_logits(trained_run, quantize="int8")
+    float_logits, _ = _run_logits(trained_run)
+    assert np.abs(logits - float_logits).max() > 1e-4  # int8 changes the logits
+    loss = np.mean(np.logaddexp.reduce(logits, axis=-1) - logits[np.arange(SPLIT), labels])
+    assert results["loss"] == pytest.approx(loss, rel=1e-5)
+    assert results["top1"] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-12)
 
 
 def test_evaluate_images_per_second_leaves_out_the_first_batch(trained_run, monkeypatch,

@@ -204,6 +204,9 @@ def compile_for_training(model, recipe, *, batch_size, steps_per_epoch, epochs=N
         loss_weights=loss_weights,
         # Weighted: padded validation rows (`evaluation_input`) carry weight 0.
         weighted_metrics=metrics,
+        # Not keras-hub's "auto" (an unweighted SparseCategoricalAccuracy: the same
+        # number logged twice, and counting padded rows).
+        metrics=None,
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

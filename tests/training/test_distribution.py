@@ -71,6 +71,22 @@ def test_float16_wraps_loss_scaling():
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_a_classifier_logs_one_accuracy_the_weighted_one():
+    """keras-hub's classifiers add an unweighted SparseCategoricalAccuracy when
+    compiled with their default metrics: it would count padded validation rows."""
+    model = keras_spvit.SPViT_Tiny(num_classes=3, image_shape=(16, 16, 3))
+    compile_for_training(model, "digits", batch_size=4, steps_per_epoch=1, epochs=1)
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype("float32")
+    weights = np.array([1.0, 1.0, 0.0, 0.0], "float32")  # two padded rows
+    logits = keras.ops.convert_to_numpy(model(x, training=False))
+    labels = logits.argmax(-1)
+    labels[2:] = (labels[2:] + 1) % 3  # padded rows wrong: they must not count
+    logs = model.evaluate(x, labels, sample_weight=weights, batch_size=4, verbose=0,
+                          return_dict=True)
+    assert sorted(logs) == ["accuracy", "loss"]
+    assert logs["accuracy"] == 1.0
+
+
 def test_distribute_input_on_one_worker_is_the_global_pipeline():
     from keras_spvit.training.distribution import distribute_input
 

@@ -237,10 +237,12 @@ def test_normalize_uses_imagenet_statistics_on_unit_pixels():
     np.testing.assert_allclose(normalize(np.full((1, 1, 3), 255, "uint8")).numpy(), out[1:].numpy())
 
 
-@pytest.mark.parametrize("spec", [(17, 9, 3), (None, None, 3), (4, 17, 9, 3), (None, 17, 9, 3)])
+@pytest.mark.parametrize(
+    "spec", [(17, 9, 3), (None, None, 3), (None, 9, 3), (4, 17, 9, 3), (None, 17, 9, 3)]
+)
 def test_normalize_is_the_ieee_per_channel_formula_whatever_is_known_of_the_shape(spec):
-    # Whole-image constants (static shape) or a run-time broadcast (dynamic
-    # shape), eagerly, in a `tf.function` and in `tf.data`: the values of
+    # Rows of width x channels (static width) or a run-time broadcast
+    # (dynamic width), eagerly, in a `tf.function` and in `tf.data`: the values of
     # `(x - mean) / std` per channel, bit for bit (numpy's float32 IEEE ops).
     x = np.random.default_rng(0).uniform(0, 1, [4, 17, 9, 3][-len(spec):]).astype("float32")
     expected = (x - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)

@@ -40,7 +40,12 @@ hit them alike):
         `--images` images.
     start-up (`startup_s`): time from creating the iterator to its first
         batch: building and optimising the pipeline's graph (function
-        instantiation of every `map`), filling the first batch.
+        instantiation of every `map`), filling the first batch. It is paid
+        per ITERATOR, not per epoch of one iterator (the steady-state epochs
+        below show no such cost): Keras `fit` keeps one iterator for the
+        whole run when given `steps_per_epoch` (what `keras-spvit train`
+        does, over the endless position stream), and builds a new one every
+        epoch for a finite dataset without it (`fit(dataset, epochs=N)`).
     steady state (`steady_images_per_s`, `steady_cpu_ms`, `steady_ratio`,
         `steady_cpu_ratio`): the later epochs of the same iterator, start-up
         excluded: the throughput of a pipeline that is already running.

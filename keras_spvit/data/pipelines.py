@@ -88,7 +88,7 @@ from keras_spvit.data.dense_targets import (
     token_label_targets,
 )
 from keras_spvit.data.train_augment import TrainAugment
-from keras_spvit.data.transforms import eval_transform, normalize
+from keras_spvit.data.transforms import eval_transform, normalize, taken_branch_only
 from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_spvit.utils.validation import check_size
 
@@ -235,6 +235,9 @@ def _resolve_seed(seed):
     return seed
 
 
+# Every `map` traces its function here: control flow stays functional (see
+# `taken_branch_only`).
+@taken_branch_only
 def classification_pipeline(
     dataset,
     *,

@@ -163,7 +163,7 @@ from keras_spvit.data.rand_augment_policy import (
     parse_policy,
 )
 from keras_spvit.data.seeds import as_seed, split_seed
-from keras_spvit.data.transforms import to_float_image
+from keras_spvit.data.transforms import taken_branch_only, to_float_image
 
 __all__ = [
     "DEFAULT_FILL",
@@ -412,6 +412,7 @@ class RandAugment:
 
         return run
 
+    @taken_branch_only
     @tf.autograph.experimental.do_not_convert
     def __call__(self, image, seed=None, label_map=None):
         image = to_float_image(image)

@@ -17,7 +17,7 @@ import math
 import tensorflow as tf
 
 from keras_spvit.data.seeds import split_seed
-from keras_spvit.data.transforms import to_float_image
+from keras_spvit.data.transforms import taken_branch_only, to_float_image
 from keras_spvit.utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_spvit.utils.validation import check_probability
 
@@ -139,6 +139,7 @@ def sample_erasing_boxes(
     return tuple(tf.cast(v, tf.int32) for v in (top, left, box_h, box_w))
 
 
+@taken_branch_only
 def random_erasing(
     image,
     probability=0.25,

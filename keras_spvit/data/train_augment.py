@@ -24,6 +24,7 @@ from keras_spvit.data.transforms import (
     random_resized_crop,
     resize_image,
     sample_crop_box,
+    taken_branch_only,
     to_float_image,
 )
 from keras_spvit.utils.validation import (
@@ -384,6 +385,7 @@ class TrainAugment:
             image = color_jitter(image, *self.color_jitter, seed=jitter_seed)
         return image
 
+    @taken_branch_only
     def __call__(self, image, size, seed=None):
         """Augments one `(height, width, 3)` image to float32 `size` in [0, 1].
 
@@ -403,6 +405,7 @@ class TrainAugment:
             image = self._keras_erasing(image[None], training=True)[0]
         return tf.ensure_shape(image, (*size, image.shape[-1]))
 
+    @taken_branch_only
     def with_label_map(self, image, label_map, size, seed=None):
         """Augments one image and its teacher label map together, in the release's order.
 
@@ -484,6 +487,7 @@ class TrainAugment:
             box,
         )
 
+    @taken_branch_only
     def example(self, image, size, seed=None):
         """The per-example half of `__call__` when RandAugment runs per batch.
 
@@ -518,6 +522,7 @@ class TrainAugment:
         pixels = tf.ensure_shape(tf.cast(quantize(image), tf.uint8), (*size, 3))
         return pixels, self._rand_augment.sample(_fold(seed, 1))
 
+    @taken_branch_only
     def finish_batch(self, pixels, draws, seeds, mean, std):
         """The per-batch half: RandAugment, normalisation, random erasing.
 
@@ -589,6 +594,7 @@ class TrainAugment:
             labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
         return labels
 
+    @taken_branch_only
     def mix_batch(self, images, labels, num_classes, seed=None):
         """Label smoothing, then MixUp or CutMix on one batch.
 

@@ -19,6 +19,7 @@ from keras_spvit.data import (
     sample_token_box,
 )
 from keras_spvit.data.train_augment import TFDataEqualization
+from keras_spvit.data.transforms import taken_branch_only
 
 
 def _boxes(height, width, scale, ratio, count=200):
@@ -234,6 +235,74 @@ def test_normalize_uses_imagenet_statistics_on_unit_pixels():
         out[1, 0].numpy(), (1 - np.array(IMAGENET_MEAN)) / IMAGENET_STD, rtol=1e-6
     )
     np.testing.assert_allclose(normalize(np.full((1, 1, 3), 255, "uint8")).numpy(), out[1:].numpy())
+
+
+@pytest.mark.parametrize(
+    "spec", [(17, 9, 3), (None, None, 3), (None, 9, 3), (4, 17, 9, 3), (None, 17, 9, 3)]
+)
+def test_normalize_is_the_ieee_per_channel_formula_whatever_is_known_of_the_shape(spec):
+    # Rows of width x channels (static width) or a run-time broadcast
+    # (dynamic width), eagerly, in a `tf.function` and in `tf.data`: the values of
+    # `(x - mean) / std` per channel, bit for bit (numpy's float32 IEEE ops).
+    x = np.random.default_rng(0).uniform(0, 1, [4, 17, 9, 3][-len(spec):]).astype("float32")
+    expected = (x - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    np.testing.assert_array_equal(normalize(x).numpy(), expected)
+    traced = tf.function(normalize, input_signature=[tf.TensorSpec(spec, tf.float32)])
+    np.testing.assert_array_equal(traced(x).numpy(), expected)
+    mapped = tf.data.Dataset.from_tensors(x).map(lambda t: traced(t))
+    np.testing.assert_array_equal(next(iter(mapped)).numpy(), expected)
+
+
+def _lowering(graph):
+    # Whether TensorFlow lowers each If / Case / While op of a graph and
+    # of the functions it calls (the branches of nested control flow).
+    found = []
+    for op in graph.get_operations():
+        if op.type in ("If", "StatelessIf", "Case", "StatelessCase", "While", "StatelessWhile"):
+            attr = op.node_def.attr.get("_lower_using_switch_merge")  # absent: not lowered
+            found.append((op.type, bool(attr is not None and attr.b)))
+    for function in getattr(graph, "_functions", {}).values():
+        if hasattr(function, "graph"):
+            found += _lowering(function.graph)
+    return found
+
+
+def test_taken_branch_only_keeps_control_flow_functional_and_restores_tensorflows_switch():
+    def branchy(x, i):
+        x = tf.cond(i > 0, lambda: x + 1.0, lambda: x)
+        return tf.switch_case(i, [lambda: x, lambda: x * 2.0, lambda: x - 1.0])
+
+    signature = [tf.TensorSpec((3,), tf.float32), tf.TensorSpec((), tf.int32)]
+    lowered = tf.function(branchy, input_signature=signature).get_concrete_function()
+    kept = tf.function(taken_branch_only(branchy), input_signature=signature)
+    kept = kept.get_concrete_function()
+    assert {value for _, value in _lowering(lowered.graph)} == {True}
+    assert len(_lowering(kept.graph)) == 2 and {v for _, v in _lowering(kept.graph)} == {False}
+    # The values are the same; the switch is TensorFlow's again afterwards,
+    # also when the function raises.
+    x = tf.constant([1.0, 2.0, 3.0])
+    for i in range(3):
+        np.testing.assert_array_equal(kept(x, i).numpy(), lowered(x, i).numpy())
+    with pytest.raises(ZeroDivisionError):
+        taken_branch_only(lambda: 1 / 0)()
+    again = tf.function(branchy, input_signature=signature).get_concrete_function()
+    assert {value for _, value in _lowering(again.graph)} == {True}
+
+
+def test_training_augmentation_traces_every_branch_functional():
+    # RandAugment's switch inside its loop, the flip's and erasing's conds: none
+    # lowered to Switch / Merge in the function `tf.data` instantiates.
+    augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25)
+
+    def example(image, seed):
+        return augment.erase(normalize(augment(image, 32, seed)), seed)
+
+    traced = tf.function(example).get_concrete_function(
+        tf.TensorSpec((40, 60, 3), tf.uint8), tf.TensorSpec((2,), tf.int64)
+    )
+    found = _lowering(traced.graph)
+    assert {kind.replace("Stateless", "") for kind, _ in found} >= {"If", "Case", "While"}
+    assert {value for _, value in found} == {False}
 
 
 def _constant_batch(batch=6, size=32):

@@ -1,11 +1,27 @@
+import atexit
 import json
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
-import keras
-import numpy as np
-import pytest
+# JAX: one persistent compilation cache for the test session, set before JAX is imported
+# and inherited by every subprocess it starts (resume, multi-worker, CLI runs), so an XLA
+# program compiled once (eager primitives included) is not compiled again in the next
+# process or for the next identical model. Safe: an entry is keyed on the program's HLO,
+# the compile options, the devices and the jax/jaxlib versions, so a hit is the executable
+# XLA would build anyway; the folder is new for each session and removed at its end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="keras_spvit_jax_cache_")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_jax_cache,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BACKEND = keras.backend.backend()

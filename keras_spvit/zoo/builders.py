@@ -6,7 +6,9 @@ import inspect
 from keras_spvit.utils.validation import check_positive_int
 from keras_spvit.zoo.weights import build_with_weights
 
-CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor")
+# `compile` is keras-hub's `Task` argument: `compile=False` skips the default compile
+# (and its optimizer's variables), e.g. to build under a `keras.StatelessScope`.
+CLASSIFIER_ARGS = ("aux_weight", "return_dense", "head_dtype", "preprocessor", "compile")
 DEFAULT_NUM_CLASSES = 1000
 # Keras' own layer arguments a backbone passes on through `**kwargs`.
 _KERAS_ARGS = ("dtype", "trainable")

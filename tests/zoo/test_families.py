@@ -72,3 +72,21 @@ def test_family_lookups():
     assert families.family_of_model(keras_spvit.PSViT_Tiny_CPU(num_classes=2)) is families.PSVIT
     with pytest.raises(ValueError, match="Unknown variant 'spvit_xl'"):
         families.family_of_variant("spvit_xl")
+
+
+def test_compile_false_builds_uncompiled_even_without_variable_values():
+    # keras-hub's `Task(compile=False)` reaches the classifier (`assemble`, shared by every
+    # family): `tools/model_table.py` builds every variant this way, its variables left
+    # without values (all families: tests/tools/test_model_table.py).
+    import keras
+
+    build = keras_spvit.SPViT_Tiny
+    assert build(num_classes=3).compiled
+    model = build(num_classes=3, compile=False)
+    assert not model.compiled
+    shapes = [tuple(w.shape) for w in model.weights]
+    with keras.StatelessScope(initialize_variables=False):
+        deferred = build(num_classes=3, compile=False)
+    assert [tuple(w.shape) for w in deferred.weights] == shapes
+    with pytest.raises(ValueError, match="Unknown argument 'compiled'"):
+        build(num_classes=3, compiled=False)

@@ -389,8 +389,9 @@ def _jax_training_ops():
 def _tf_training_ops():
     """`(conv1x1, depthwise)`: channels-first TensorFlow ops.
 
-    `conv1x1` is a broadcast matmul over the pixels, whose autodiff is
-    already two matmuls without transposes. `depthwise` is
+    `conv1x1` is `_jax_training_ops`' one, with the kernel tiled over the
+    batch (autodiff's gradient of the broadcast kernel, a batched matmul
+    then a sum, was ~2x slower). `depthwise` is
     `_depthwise_channels_first` with the gradient of
     `_depthwise_channels_first_grads`; its variadic reduction is an XLA op,
     so outside XLA (a `tf.function` without `jit_compile`, eager) the taps
@@ -401,10 +402,25 @@ def _tf_training_ops():
     from tensorflow.python.ops import control_flow_util
 
     def conv1x1(x, kernel):
+        # A tensor, not the variable: custom gradients don't take variables.
+        return tiled_conv1x1(x, tf.convert_to_tensor(kernel))
+
+    @tf.custom_gradient
+    def tiled_conv1x1(x, kernel):
         channels, rows, cols = x.shape[1:]
+        batch = tf.shape(x)[0]
         pixels = tf.reshape(x, (-1, channels, rows * cols))
-        out = tf.matmul(tf.transpose(kernel)[None], pixels)
-        return tf.reshape(out, (-1, kernel.shape[1], rows, cols))
+        # Tiled, not broadcast: XLA's CPU matmul runs ~3x slower on a
+        # broadcast operand (measured on the (36 -> 12) convolution).
+        out = tf.matmul(tf.tile(tf.transpose(kernel)[None], (batch, 1, 1)), pixels)
+
+        def grad(upstream):
+            upstream = tf.reshape(upstream, (-1, kernel.shape[1], rows * cols))
+            grad_x = tf.matmul(tf.tile(kernel[None], (batch, 1, 1)), upstream)
+            grad_kernel = tf.reduce_sum(tf.matmul(pixels, upstream, transpose_b=True), 0)
+            return tf.reshape(grad_x, tf.shape(x)), grad_kernel
+
+        return tf.reshape(out, (-1, kernel.shape[1], rows, cols)), grad
 
     def reduce_taps(products, axes):
         graph = tf.compat.v1.get_default_graph()

@@ -128,20 +128,27 @@ class AttentionRefiner(keras.layers.Layer):
         convolutions and a depthwise convolution with a hand-written
         gradient (no transposes, no shifted copies of the maps)."""
         if keras.backend.backend() == "jax":
-            conv1x1, depthwise = _jax_training_ops()
+            conv1x1, depthwise, batch_norm = _jax_training_ops()
         else:
-            conv1x1, depthwise = _tf_training_ops()
+            conv1x1, depthwise, batch_norm = _tf_training_ops()
+
+        def normalize(norm, x):
+            if not norm.trainable:
+                return _batch_norm_train(norm, x, channels_first=True)
+            gamma, beta = (ops.convert_to_tensor(v) for v in (norm.gamma, norm.beta))
+            x, mean, variance = batch_norm(x, gamma, beta, norm.epsilon)
+            _update_moving_statistics(norm, mean, variance)
+            return x
+
         kernel = ops.convert_to_tensor(self.conv_exp.kernel)
-        x = _batch_norm_train(self.bn1, conv1x1(maps, kernel), channels_first=True)
-        x = self.activation_fn(x)
+        x = self.activation_fn(normalize(self.bn1, conv1x1(maps, kernel)))
         kernel = ops.convert_to_tensor(self.depth_sep_conv.kernel)[:, :, :, 0]
-        x = _batch_norm_train(self.bn2, depthwise(x, kernel), channels_first=True)
-        x = self.activation_fn(x)
+        x = self.activation_fn(normalize(self.bn2, depthwise(x, kernel)))
         kernel = ops.convert_to_tensor(self.conv_pro.kernel)
-        x = _batch_norm_train(self.bn3, conv1x1(x, kernel), channels_first=True) + maps
+        x = normalize(self.bn3, conv1x1(x, kernel)) + maps
         if self.adapt_bn is None:
             return x
-        return _batch_norm_train(self.adapt_bn, x, channels_first=True)
+        return normalize(self.adapt_bn, x)
 
     def _torch_training_stages(self, maps):
         """Training on PyTorch, channels-first: native convolutions and BatchNorm."""
@@ -297,12 +304,12 @@ def _depthwise_channels_first(x, kernel):
     return out
 
 
-def _depthwise_channels_first_grads(x, kernel, grad, reduce_taps):
+def _depthwise_channels_first_grads(x, kernel, grad, sums):
     """`(grad_x, grad_kernel)` of `_depthwise_channels_first(x, kernel)`.
 
     The input's gradient is the same convolution with the kernel flipped.
     The kernel's is, per tap, the sum of `grad` times the tap's shifted
-    maps; `reduce_taps(products, axes)` sums all `k * k` products over
+    maps; `sums(tensors, axes)` sums all `k * k` products over
     `axes` in ONE variadic reduction, a single pass over the maps. Autodiff
     (XLA on CPU, TensorFlow and JAX alike) materialised a shifted copy of
     the maps per tap and reduced each separately: on `(16, 36, 197, 197)`
@@ -318,13 +325,45 @@ def _depthwise_channels_first_grads(x, kernel, grad, reduce_taps):
         for dy in range(size)
         for dx in range(size)
     ]
-    sums = reduce_taps(products, (0, 2, 3))
+    sums = sums(products, (0, 2, 3))
     return grad_x, ops.reshape(ops.stack(sums), kernel.shape)
+
+
+def _batch_norm_channels_first(x, gamma, beta, epsilon, sums):
+    """`((normalized, mean, variance), residuals)`: `_batch_norm_train`'s
+    math on `(batch, channels, rows, cols)` with both sums in one
+    `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`)."""
+    count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
+    sample = x[:, :, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE]
+    center = ops.mean(sample, axis=(0, 2, 3))
+    shifted = x - center[:, None, None]
+    total, total_square = sums([shifted, ops.square(shifted)], (0, 2, 3))
+    mean_shifted = total / count
+    variance = ops.maximum(total_square / count - ops.square(mean_shifted), 0.0)
+    mean = mean_shifted + center
+    inverse = ops.rsqrt(variance + epsilon)
+    out = (x - mean[:, None, None]) * (gamma * inverse)[:, None, None] + beta[:, None, None]
+    return (out, mean, variance), (x, mean, inverse, gamma)
+
+
+def _batch_norm_channels_first_grads(residuals, grad, sums):
+    """`(grad_x, grad_gamma, grad_beta)` of `_batch_norm_channels_first`'s
+    output (its mean and variance only feed the moving statistics and get
+    none): the textbook batch-norm gradient, both sums in one pass."""
+    x, mean, inverse, gamma = residuals
+    count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
+    normalized = (x - mean[:, None, None]) * inverse[:, None, None]
+    grad_beta, grad_gamma = sums([grad, grad * normalized], (0, 2, 3))
+    grad_x = (gamma * inverse)[:, None, None] * (
+        grad - (grad_beta / count)[:, None, None] - normalized * (grad_gamma / count)[:, None, None]
+    )
+    return grad_x, grad_gamma, grad_beta
 
 
 @functools.cache
 def _jax_training_ops():
-    """`(conv1x1, depthwise)`: channels-first JAX ops with custom gradients.
+    """`(conv1x1, depthwise, batch_norm)`: channels-first JAX ops with
+    custom gradients.
 
     `conv1x1(x, kernel)` maps `(batch, in, rows, cols)` with a `(in, out)`
     kernel to `(batch, out, rows, cols)` as one batched matmul per direction;
@@ -362,7 +401,7 @@ def _jax_training_ops():
 
     conv1x1.defvjp(conv1x1_fwd, conv1x1_bwd)
 
-    def reduce_taps(products, axes):
+    def sums(products, axes):
         return jax.lax.reduce(
             tuple(products),
             tuple(jnp.zeros((), p.dtype) for p in products),
@@ -379,15 +418,27 @@ def _jax_training_ops():
 
     def depthwise_bwd(residuals, grad):
         x, kernel = residuals
-        return _depthwise_channels_first_grads(x, kernel, grad, reduce_taps)
+        return _depthwise_channels_first_grads(x, kernel, grad, sums)
 
     depthwise.defvjp(depthwise_fwd, depthwise_bwd)
-    return conv1x1, depthwise
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def batch_norm(x, gamma, beta, epsilon):
+        return _batch_norm_channels_first(x, gamma, beta, epsilon, sums)[0]
+
+    def batch_norm_fwd(x, gamma, beta, epsilon):
+        return _batch_norm_channels_first(x, gamma, beta, epsilon, sums)
+
+    def batch_norm_bwd(epsilon, residuals, grads):
+        return _batch_norm_channels_first_grads(residuals, grads[0], sums)
+
+    batch_norm.defvjp(batch_norm_fwd, batch_norm_bwd)
+    return conv1x1, depthwise, batch_norm
 
 
 @functools.cache
 def _tf_training_ops():
-    """`(conv1x1, depthwise)`: channels-first TensorFlow ops.
+    """`(conv1x1, depthwise, batch_norm)`: channels-first TensorFlow ops.
 
     `conv1x1` is `_jax_training_ops`' one, with the kernel tiled over the
     batch (autodiff's gradient of the broadcast kernel, a batched matmul
@@ -422,7 +473,7 @@ def _tf_training_ops():
 
         return tf.reshape(out, (-1, kernel.shape[1], rows, cols)), grad
 
-    def reduce_taps(products, axes):
+    def sums(products, axes):
         graph = tf.compat.v1.get_default_graph()
         if not control_flow_util.GraphOrParentsInXlaContext(graph):
             return [tf.reduce_sum(p, axes) for p in products]
@@ -436,8 +487,20 @@ def _tf_training_ops():
     @tf.custom_gradient
     def depthwise(x, kernel):
         def grad(upstream):
-            return _depthwise_channels_first_grads(x, kernel, upstream, reduce_taps)
+            return _depthwise_channels_first_grads(x, kernel, upstream, sums)
 
         return _depthwise_channels_first(x, kernel), grad
 
-    return conv1x1, depthwise
+    def batch_norm(x, gamma, beta, epsilon):
+        @tf.custom_gradient
+        def fused(x, gamma, beta):
+            outputs, residuals = _batch_norm_channels_first(x, gamma, beta, epsilon, sums)
+
+            def grad(upstream, *_):
+                return _batch_norm_channels_first_grads(residuals, upstream, sums)
+
+            return outputs, grad
+
+        return fused(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+
+    return conv1x1, depthwise, batch_norm

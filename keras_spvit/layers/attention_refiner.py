@@ -24,26 +24,27 @@ class AttentionRefiner(keras.layers.Layer):
         refined = BN(Conv1x1(-> heads)(F)) + A
         refined = adapt_bn(refined)          # if normalize_output
 
-    It works channels-last inside. At inference each BatchNorm is folded into
+    At inference it works channels-last and each BatchNorm is folded into
     the convolution before it, so the maps are traversed once per stage.
     Training computes what the Keras layers `conv_exp`, `bn1`, ... would
     (batch statistics, the same moving-statistics update: momentum 0.9,
     biased variance), but in fewer passes over the `expansion_ratio` times
-    larger expanded maps, which dominate a training step: each BatchNorm's
-    statistics in one pass and its normalisation as one multiply-add, the
-    depthwise convolution as shifted multiply-adds on TensorFlow and JAX
-    (XLA's depthwise convolution and its gradient are the slow part there),
-    and on PyTorch the native channels-first convolutions and fused batch
-    norm, without layout transposes. Measured forward plus backward on
-    `(4, 12, 197, 197)` maps against the Keras-layers formulation: 4.8x
-    faster on TensorFlow (XLA), 2.5x on JAX, 2.0x on PyTorch.
-    JAX trains channels-first, in the maps' own layout, with hand-written
-    gradients for the convolutions (see `_jax_training_ops`): XLA's CPU
-    autodiff of the channels-last form spent most of the backward on
-    transposes for the 1x1 convolutions' weight gradients and on
-    materialising nine shifted copies of the expanded maps for the depthwise
-    kernel's. Forward plus backward on `(16, 12, 197, 197)` maps: 1.9x to
-    2.7x faster than the channels-last form (two runs, interleaved medians).
+    larger expanded maps, which dominate a training step. On PyTorch: the
+    native channels-first convolutions and fused batch norm, without layout
+    transposes (2.0x the Keras-layers formulation, forward plus backward on
+    `(4, 12, 197, 197)` maps). On TensorFlow and JAX (XLA): channels-first,
+    in the maps' own layout, with hand-written gradients shared by both
+    (`_depthwise_channels_first_grads`, `_batch_norm_channels_first_grads`):
+    the depthwise convolution as shifted multiply-adds whose kernel gradient
+    sums all taps in one variadic reduction, each BatchNorm's two statistics
+    (and its gradient's two sums) in one pass, the 1x1 convolutions as
+    batched matmuls over the pixels. XLA's CPU autodiff spent most of the
+    backward materialising a shifted copy of the expanded maps per tap and
+    reducing each separately (the depthwise convolution's backward was ~15x
+    its forward), on one reduction pass per statistic, and on transposes for
+    the 1x1 convolutions' kernel gradients. Forward plus backward on
+    `(16, 12, 197, 197)` maps, TensorFlow XLA, against the channels-last
+    form it replaced (interleaved medians, loaded 2-core machine): 3.0x.
     Attention maps are numerically sensitive (entries of order 1 / tokens):
     the layer computes in float32 under any dtype policy.
 
@@ -371,7 +372,9 @@ def _jax_training_ops():
     operands, so nothing is transposed (XLA's own gradient transposed the
     expanded maps twice). `depthwise(x, kernel)` is
     `_depthwise_channels_first` with the gradient of
-    `_depthwise_channels_first_grads`.
+    `_depthwise_channels_first_grads`. `batch_norm(x, gamma, beta, epsilon)`
+    is `(normalized, mean, variance)` of `_batch_norm_channels_first` with
+    the gradient of `_batch_norm_channels_first_grads`.
     """
     import jax
     import jax.numpy as jnp
@@ -444,9 +447,9 @@ def _tf_training_ops():
     batch (autodiff's gradient of the broadcast kernel, a batched matmul
     then a sum, was ~2x slower). `depthwise` is
     `_depthwise_channels_first` with the gradient of
-    `_depthwise_channels_first_grads`; its variadic reduction is an XLA op,
-    so outside XLA (a `tf.function` without `jit_compile`, eager) the taps
-    are reduced one by one.
+    `_depthwise_channels_first_grads`, `batch_norm` as on JAX. Their
+    variadic reductions are an XLA op, so outside XLA (a `tf.function`
+    without `jit_compile`, eager) each sum is a reduction of its own.
     """
     import tensorflow as tf
     from tensorflow.compiler.tf2xla.python import xla

@@ -43,8 +43,11 @@ class AttentionRefiner(keras.layers.Layer):
     reducing each separately (the depthwise convolution's backward was ~15x
     its forward), on one reduction pass per statistic, and on transposes for
     the 1x1 convolutions' kernel gradients. Forward plus backward on
-    `(16, 12, 197, 197)` maps, TensorFlow XLA, against the channels-last
-    form it replaced (interleaved medians, loaded 2-core machine): 3.0x.
+    `(16, 12, 197, 197)` maps, interleaved medians on a 2-core CPU:
+    TensorFlow XLA 2.9x faster than the channels-last form it replaced
+    (1.93 s -> 0.66 s); JAX 1.14x faster with the one-pass BatchNorms than
+    without (1.26 s -> 1.10 s). RefinedViT_S's training step on TensorFlow
+    XLA went from 0.46x to 1.07x SPViT_S's in the same run.
     Attention maps are numerically sensitive (entries of order 1 / tokens):
     the layer computes in float32 under any dtype policy.
 

@@ -57,9 +57,10 @@ class KerasLayersRefiner(layers.AttentionRefiner):
         return ops.transpose(x, (0, 3, 1, 2))
 
 
-def output_and_gradients(layer, a, cotangent):
+def output_and_gradients(layer, a, cotangent, compiled=False):
     """`layer(a, training=True)` and the gradients of `sum(out * cotangent)`
-    with respect to `a` and the trainable weights; the layer's state is updated."""
+    with respect to `a` and the trainable weights; the layer's state is
+    updated. `compiled`: on TensorFlow, under XLA (JAX always compiles)."""
     if BACKEND == "jax":
         import jax
 
@@ -78,12 +79,16 @@ def output_and_gradients(layer, a, cotangent):
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        a = tf.constant(a)
-        with tf.GradientTape() as tape:
-            tape.watch(a)
-            out = layer(a, training=True)
-            loss = tf.reduce_sum(out * cotangent)
-        return out, tape.gradient(loss, [a] + layer.trainable_variables)
+        def step(a):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                out = layer(a, training=True)
+                loss = tf.reduce_sum(out * cotangent)
+            return out, tape.gradient(loss, [a] + layer.trainable_variables)
+
+        if compiled:
+            step = tf.function(step, jit_compile=True)
+        return step(tf.constant(a))
     import torch
 
     a = torch.tensor(a, requires_grad=True)
@@ -92,12 +97,14 @@ def output_and_gradients(layer, a, cotangent):
     return out, [a.grad] + [v.value.grad for v in layer.trainable_variables]
 
 
+@pytest.mark.parametrize("compiled", [False, True] if BACKEND == "tensorflow" else [False])
 @pytest.mark.parametrize(
     "normalize_output, frozen, kernel_size", [(True, None, 3), (False, "bn2", 3), (True, None, 5)]
 )
-def test_refiner_training_equals_its_keras_layers(normalize_output, frozen, kernel_size):
+def test_refiner_training_equals_its_keras_layers(normalize_output, frozen, kernel_size, compiled):
     """Forward, gradients and moving statistics of the fused training path
-    (on JAX: the hand-written convolution gradients, flipped kernel included)."""
+    (on TensorFlow and JAX: the hand-written convolution and batch-norm
+    gradients; on TensorFlow both under XLA and outside it)."""
     shape = (3, 4, 9, 9)
     a = maps(shape, seed=4)
     cotangent = np.random.default_rng(5).normal(size=shape).astype("float32")
@@ -112,7 +119,7 @@ def test_refiner_training_equals_its_keras_layers(normalize_output, frozen, kern
         if frozen:
             getattr(refiner, frozen).trainable = False
         before = [to_numpy(v) for v in refiner.non_trainable_variables]
-        out, grads = output_and_gradients(refiner, a, cotangent)
+        out, grads = output_and_gradients(refiner, a, cotangent, compiled)
         moved = {
             v.path.split("/", 1)[1]: to_numpy(v) - start
             for v, start in zip(refiner.non_trainable_variables, before)

@@ -22,9 +22,12 @@ image is `2 * count_macs(model)` FLOPs for inference and 3x that for a
 training step (the forward pass, then two matmuls per forward matmul in the
 backward pass: gradients of inputs and of weights; normalisation, softmax,
 activations and the optimizer update are not counted, as in `count_macs`).
-GFLOP/s = FLOPs per image x median images/s. The peak is the median
-GFLOP/s of a square `--peak-size` matmul measured at the start of the same
-run on the same backend, in the row's compute dtype (bfloat16 for
+GFLOP/s = FLOPs per image x median images/s. The peak ("peak" column) is
+the median GFLOP/s of a square `--peak-size` matmul timed 3 times in every
+repeat of the row's mode and jit, between the models (`PeakMeter`): on a
+shared machine a peak taken once at the start (printed first, for
+reference) can be 2x off the minutes the models ran in. It is measured on
+the same backend, in the row's compute dtype (bfloat16 for
 `mixed_bfloat16` rows, whose "% fp32 peak" column also gives the share of
 the float32 peak). On TensorFlow it is the better of XLA and the graph's
 oneDNN kernels, whatever the row's jit: on a CPU with AMX/AVX512-BF16,
@@ -150,12 +153,13 @@ def is_bfloat16(dtype_policy):
     return "bfloat16" in str(dtype_policy)
 
 
-def matmul_peak(keras, size=2048, repeats=10, dtype="float32", jit=True):
-    """Median GFLOP/s of a compiled square matmul: the machine's ceiling.
+def matmul_timer(keras, size=2048, dtype="float32", jit=True):
+    """A function that times one compiled square matmul and returns its GFLOP/s.
 
     `jit` picks XLA on TensorFlow (else a `tf.function` graph, which runs
     oneDNN kernels), as `--jit` does for the models; JAX always jits and torch
-    runs eagerly (a single matmul is one library call either way).
+    runs eagerly (a single matmul is one library call either way). Compiled
+    (and run once) here, so every call of the result times the matmul alone.
     """
     from keras import ops
 
@@ -172,12 +176,57 @@ def matmul_peak(keras, size=2048, repeats=10, dtype="float32", jit=True):
     else:
         matmul = ops.matmul
     ops.convert_to_numpy(matmul(a, b))
-    times = []
-    for _ in range(repeats):
+
+    def run():
         start = time.perf_counter()
         ops.convert_to_numpy(matmul(a, b))
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+        return 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def matmul_peak(keras, size=2048, repeats=10, dtype="float32", jit=True):
+    """Median GFLOP/s of a compiled square matmul: the machine's ceiling.
+
+    See `matmul_timer` for the engines.
+    """
+    run = matmul_timer(keras, size, dtype, jit)
+    return statistics.median(run() for _ in range(repeats))
+
+
+class PeakMeter:
+    """The matmul peak of each compute dtype, sampled between the models' repeats.
+
+    On a shared machine the load changes during a run: a peak measured once
+    at the start, in a quiet second, makes every later row look far from it.
+    `sample()` (called once per repeat, beside the models) times each
+    engine's matmul `runs` times; `peaks()` gives, per compute dtype, the
+    best engine's median over the samples taken since the last `reset()`,
+    so each row is divided by the ceiling of the same minutes.
+
+    Args:
+        timers: `{(dtype, engine): matmul_timer(...)}`.
+        runs: int. Matmuls per engine per sample.
+    """
+
+    def __init__(self, timers, runs=3):
+        self.timers = timers
+        self.runs = runs
+        self.reset()
+
+    def reset(self):
+        self.samples = {key: [] for key in self.timers}
+
+    def sample(self):
+        for key, run in self.timers.items():
+            self.samples[key] += [run() for _ in range(self.runs)]
+
+    def peaks(self):
+        best = {}
+        for (dtype, _), values in self.samples.items():
+            if values:
+                best[dtype] = max(best.get(dtype, 0.0), statistics.median(values))
+        return best
 
 
 def _short(exc):
@@ -250,11 +299,12 @@ def main(argv=None):
     # bfloat16), so every row of a dtype shares one ceiling whatever its jit.
     compute_dtypes = ["float32"] + ["bfloat16"] * any(map(is_bfloat16, args.dtype))
     engines = {"xla": True, "graph": False} if backend == "tensorflow" else {"": True}
-    peaks, engine_peaks = {}, {}
+    peaks, engine_peaks, timers = {}, {}, {}
     for dtype in compute_dtypes:
         for engine, jit in engines.items():
-            engine_peaks[f"{dtype} {engine}".strip()] = matmul_peak(
-                keras, args.peak_size, dtype=dtype, jit=jit)
+            timers[dtype, engine] = matmul_timer(keras, args.peak_size, dtype, jit)
+            engine_peaks[f"{dtype} {engine}".strip()] = statistics.median(
+                timers[dtype, engine]() for _ in range(10))
         peaks[dtype] = max(v for k, v in engine_peaks.items() if k.startswith(dtype))
         print(f"{dtype} matmul peak ({args.peak_size}^2): {peaks[dtype]:.0f} GFLOP/s"
               + (" (" + ", ".join(f"{e} {engine_peaks[f'{dtype} {e}']:.0f}" for e in engines)
@@ -287,9 +337,10 @@ def main(argv=None):
         # Materialise, so asynchronous dispatch (JAX) is timed in full.
         keras.tree.map_structure(np.asarray, out)
 
+    meter = PeakMeter(timers)
     results = []
     for jit in jits:
-        results += run_group(keras, models, args, step, jit, params, macs, peaks)
+        results += run_group(keras, models, args, step, jit, params, macs, meter)
 
     print_table(results, multi=len(models) > 1)
     if args.json:
@@ -302,10 +353,12 @@ def main(argv=None):
     return results
 
 
-def run_group(keras, models, args, step, jit, params, macs, peaks):
+def run_group(keras, models, args, step, jit, params, macs, meter):
     """Times every mode of `models` ({(dtype, name): model}) under one jit setting.
 
-    Models of every dtype are interleaved, so dtypes compare like models do.
+    Models of every dtype are interleaved, so dtypes compare like models do;
+    `meter` (a `PeakMeter`) samples the matmul peak once per repeat between
+    them, and each mode's rows are shares of the peak of its own repeats.
     """
     results = []
     failed = {}  # (dtype, name) -> reason; compile errors fail both modes
@@ -341,8 +394,11 @@ def run_group(keras, models, args, step, jit, params, macs, peaks):
                 times[key] = []
             except Exception as e:  # noqa: BLE001
                 rows[key] = failure(key, _short(e))
-        # Interleaved: every repeat times each (still healthy) model in turn.
+        # Interleaved: every repeat times each (still healthy) model in turn,
+        # and the matmul peak once.
+        meter.reset()
         for _ in range(args.repeats):
+            meter.sample()
             for key in list(times):
                 try:
                     start = time.perf_counter()
@@ -352,6 +408,7 @@ def run_group(keras, models, args, step, jit, params, macs, peaks):
                 except Exception as e:  # noqa: BLE001
                     rows[key] = failure(key, _short(e))
                     del times[key]
+        peaks = meter.peaks()
         for key in times:
             dtype, name = key
             rows[key] = _row(name, mode, jit, params[name], first[key], times[key],
@@ -369,7 +426,7 @@ def run_group(keras, models, args, step, jit, params, macs, peaks):
 def print_table(results, multi):
     bf16 = any(is_bfloat16(r["dtype"]) for r in results)
     cols = ["model", "dtype", "mode", "jit", "img/s median", "min", "max"]
-    cols += ["ratio"] * multi + ["GFLOP/s", "% peak"] + ["% fp32 peak"] * bf16
+    cols += ["ratio"] * multi + ["GFLOP/s", "peak", "% peak"] + ["% fp32 peak"] * bf16
     cols += ["1st call s"]
     text = 4  # leading text columns, left-aligned
     num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -381,7 +438,8 @@ def print_table(results, multi):
         else:
             cells += [f"{r['images_per_s']:.2f}", f"{r['min']:.2f}", f"{r['max']:.2f}"]
             cells += [num(r["ratio"], ".3f")] * multi
-            cells += [num(r["gflops"], ".1f"), num(r["pct_peak"], ".1f")]
+            cells += [num(r["gflops"], ".1f"), num(r["peak_gflops"], ".0f"),
+                      num(r["pct_peak"], ".1f")]
             cells += [num(r["pct_fp32_peak"], ".1f")] * bf16
             cells += [f"{r['first_call_s']:.1f}"]
         lines.append(cells)

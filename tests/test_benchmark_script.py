@@ -86,3 +86,19 @@ def test_keras_hub_vit_macs_formula():
     expected = 196 * 16 * 16 * 3 * dim + 12 * block + dim * 1000
     assert throughput.vit_macs(1000, (224, 224, 3), **throughput.VIT_S) == expected
     assert round(expected / 1e9, 1) == 4.6
+
+
+def test_peak_meter_takes_the_best_engine_of_the_samples_since_reset():
+    throughput = _load_script()
+    values = {("float32", "xla"): iter([50.0, 10.0, 60.0, 55.0, 1.0, 1.0, 1.0]),
+              ("float32", "graph"): iter([40.0, 45.0, 42.0, 90.0, 90.0, 90.0]),
+              ("bfloat16", "xla"): iter([20.0, 30.0, 25.0, 7.0, 7.0, 7.0])}
+    timers = {key: (lambda it=it: next(it)) for key, it in values.items()}
+    meter = throughput.PeakMeter(timers, runs=3)
+    assert meter.peaks() == {}  # nothing sampled yet: no ceiling, not zero
+    meter.sample()
+    # Medians of the 3 runs: xla 50, graph 42 -> float32 50; bfloat16 25.
+    assert meter.peaks() == {"float32": 50.0, "bfloat16": 25.0}
+    meter.reset()
+    meter.sample()  # the next repeat only: xla 1 (55, 1, 1), graph 90
+    assert meter.peaks() == {"float32": 90.0, "bfloat16": 7.0}

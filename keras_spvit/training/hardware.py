@@ -10,8 +10,10 @@ defaults that follow from it.
   `tf.distribute` strategies (Keras' own `jit_compile="auto"` turns XLA off
   under any strategy and on any CPU-only TensorFlow); on for a single CPU
   device (measured 2x faster than graph mode for these models in float32);
-  off for bfloat16 on a TensorFlow CPU (oneDNN's bf16 kernels are faster
-  than XLA's); off across several *virtual* CPU devices, which TensorFlow
+  off for bfloat16 on a TensorFlow CPU with bfloat16 instructions (AVX512-BF16
+  or AMX: oneDNN's bf16 kernels are faster than XLA's), on for bfloat16 on
+  a CPU without them (oneDNN then emulates bfloat16, 4x slower than XLA's
+  float32-speed bfloat16); off across several *virtual* CPU devices, which TensorFlow
   cannot compile for; off on torch (`torch.compile` recompiles for minutes
   on these models).
 
@@ -41,8 +43,45 @@ PRECISIONS = {
 # (matmul peak 4.6x float32 here), while XLA on CPU multiplies bfloat16 no
 # faster than float32. Measured on a 2-core AVX512-BF16 CPU, SPViT_S
 # training step, batch 16 (benchmarks/throughput.py): bf16 graph 1.34x bf16
-# XLA and ~1.3x float32 XLA; JAX gains nothing from bf16 on CPU.
+# XLA and ~1.3x float32 XLA; JAX gains nothing from bf16 on CPU. On a CPU
+# without bfloat16 instructions (AVX512 without BF16, no AMX) oneDNN
+# emulates them: 2048^2 matmul 14 GFLOP/s in bf16 graph mode against 55 in
+# bf16 XLA (and 54-57 in float32), so there XLA stays on for bf16 (see
+# `cpu_has_bfloat16_instructions`).
 CPU_BFLOAT16 = False
+
+# /proc/cpuinfo flags of the instructions oneDNN's fast bfloat16 kernels use:
+# x86 AVX512-BF16 and AMX-BF16, Arm's BF16 extension.
+_BFLOAT16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_bfloat16_instructions(cpuinfo_path="/proc/cpuinfo"):
+    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16, AMX-BF16, Arm BF16).
+
+    Read from the `flags` (x86) or `Features` (Arm) lines of
+    `/proc/cpuinfo`; `False` where that file does not exist (not Linux):
+    unknown counts as absent, as XLA is the route that is never much slower.
+
+    Args:
+        cpuinfo_path: str. The file to read (tests pass their own).
+
+    Returns:
+        bool.
+
+    Example:
+
+    >>> cpu_has_bfloat16_instructions()  # a Sapphire Rapids Xeon
+    True
+    """
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return not _BFLOAT16_CPU_FLAGS.isdisjoint(value.split())
+    except OSError:
+        return False
+    return False
 
 
 def accelerator():
@@ -136,7 +175,8 @@ def resolve_jit(jit="auto", replicas=1, dtype_policy="float32"):
         jit: `"auto"`, `"on"`, `"off"` or a bool.
         replicas: int. Devices the model is replicated over.
         dtype_policy: the model's dtype policy name (bfloat16 on a
-            TensorFlow CPU turns XLA off, see `CPU_BFLOAT16`).
+            TensorFlow CPU with bfloat16 instructions turns XLA off, see
+            `CPU_BFLOAT16`).
 
     Returns:
         bool.
@@ -157,7 +197,8 @@ def resolve_jit(jit="auto", replicas=1, dtype_policy="float32"):
         return False
     if accelerator() is not None:
         return True
-    if backend == "tensorflow" and "bfloat16" in str(dtype_policy):
+    if (backend == "tensorflow" and "bfloat16" in str(dtype_policy)
+            and cpu_has_bfloat16_instructions()):
         return False  # oneDNN's bf16 kernels, not XLA's (see CPU_BFLOAT16)
     # On CPUs: XLA compiles one device; TensorFlow cannot place an XLA
     # cluster across several virtual CPU devices of a MirroredStrategy.

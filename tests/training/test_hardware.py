@@ -59,9 +59,37 @@ def test_auto_jit_on_gpus_even_under_a_strategy(monkeypatch):
     assert hardware.resolve_jit("auto", replicas=8) is (BACKEND != "torch")
 
 
-def test_bfloat16_on_a_tensorflow_cpu_runs_without_xla():
-    # oneDNN's bf16 kernels (graph mode) beat XLA's on CPUs; float32 keeps XLA.
+def test_bfloat16_on_a_tensorflow_cpu_with_bf16_instructions_runs_without_xla(monkeypatch):
+    # oneDNN's bf16 kernels (graph mode) beat XLA's on CPUs with AVX512-BF16 /
+    # AMX; float32 keeps XLA.
+    monkeypatch.setattr(hardware, "cpu_has_bfloat16_instructions", lambda: True)
     expected = {"tensorflow": False, "jax": True, "torch": False}[BACKEND]
     assert hardware.resolve_jit("auto", 1, "mixed_bfloat16") is expected
     assert hardware.resolve_jit("auto", 1, "float32") is (BACKEND != "torch")
     assert hardware.resolve_jit("on", 1, "mixed_bfloat16") is True
+
+
+def test_bfloat16_on_a_cpu_without_bf16_instructions_keeps_xla(monkeypatch):
+    # There oneDNN emulates bfloat16 (4x slower than XLA): XLA stays on.
+    monkeypatch.setattr(hardware, "cpu_has_bfloat16_instructions", lambda: False)
+    assert hardware.resolve_jit("auto", 1, "mixed_bfloat16") is (BACKEND != "torch")
+    assert hardware.resolve_jit("off", 1, "mixed_bfloat16") is False
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni\n", False),
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n", True),
+        ("flags\t\t: fpu amx_bf16 amx_tile amx_int8\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd sve\n", False),
+        ("no flags line at all\n", False),
+    ],
+)
+def test_cpu_bfloat16_instructions_from_cpuinfo(tmp_path, text, expected):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    assert hardware.cpu_has_bfloat16_instructions(str(path)) is expected
+    # A missing file (not Linux) counts as no bfloat16 instructions.
+    assert hardware.cpu_has_bfloat16_instructions(str(tmp_path / "missing")) is False

@@ -23,10 +23,11 @@ import tempfile
 
 FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZE_MODES = ("int8",)
+# What Keras' `model.quantize` leaves alone (said by `--quantize` and export).
+KERAS_QUANTIZE_KEEPS = "heads, convolutions, norms and spatial priors stay float"
 # How `export(quantize="int8")` quantizes, per format (said by `keras-spvit export`).
 QUANTIZE_ROUTES = {
-    "saved_model": "Keras' model.quantize on a copy; heads, convolutions, norms and priors "
-                   "stay float",
+    "saved_model": f"Keras' model.quantize on a copy; {KERAS_QUANTIZE_KEEPS}",
     "litert": "LiteRT converter's dynamic-range quantization",
     "onnx": "onnxruntime's quantize_dynamic, int8 weights",
 }

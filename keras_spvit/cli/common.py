@@ -283,9 +283,6 @@ def resolve_model(model, weights=None):
     return "builder", model
 
 
-QUANTIZE_MODES = ("int8",)
-
-
 def add_model_argument(parser, quantize=False):
     """The `MODEL [--weights W] [--num-classes N]` arguments of evaluate / predict /
     export / explain; with `quantize`, also `--quantize MODE` (see `load_model`)."""
@@ -298,10 +295,12 @@ def add_model_argument(parser, quantize=False):
                         help="weights for a builder name: preset, folder, .weights.h5, checkpoint")
     parser.add_argument("--num-classes", type=positive_int, default=None)
     if quantize:
+        from keras_spvit.serving import KERAS_QUANTIZE_KEEPS, QUANTIZE_MODES
+
         parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
                             help="quantize the loaded model first (Keras' "
                             "model.quantize: int8 weights, activations quantized per call; "
-                            "the heads, convolutions, norms and spatial priors stay float)")
+                            f"the {KERAS_QUANTIZE_KEEPS})")
 
 
 def load_model(args, kind=None, quantize=True):
@@ -317,9 +316,10 @@ def load_model(args, kind=None, quantize=True):
     model, run_dir = _load_model(args, kind)
     mode = getattr(args, "quantize", None) if quantize else None
     if mode:
+        from keras_spvit.serving import KERAS_QUANTIZE_KEEPS
+
         model.quantize(mode)
-        print(f"quantized: {mode} (Keras' model.quantize; heads, convolutions, norms and priors "
-              "stay float)")
+        print(f"quantized: {mode} (Keras' model.quantize; {KERAS_QUANTIZE_KEEPS})")
     return model, run_dir
 
 

@@ -12,6 +12,7 @@ training recipe; `mix_token` is LV-ViT's MixToken.
 
 import functools
 import math
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +43,9 @@ INTERPOLATIONS = (
 )
 
 
+_NO_LOWERING_LOCK = threading.RLock()
+
+
 def taken_branch_only(fn):
     """Traces `fn` with its `tf.cond` / `tf.switch_case` / `tf.while_loop` kept as
     functional ops, so that a call runs only the branch it takes.
@@ -63,13 +67,18 @@ def taken_branch_only(fn):
     @functools.wraps(fn)
     def traced(*args, **kwargs):
         # TensorFlow's switch for graphs built without lowering (its XLA and
-        # single-threaded-executor paths use it); restored on exit.
-        previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE
-        control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = True
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous
+        # single-threaded-executor paths use it); restored on exit. The lock
+        # keeps two threads tracing at once from restoring each other's
+        # value (which could leave it on for good). A function traced in
+        # another thread meanwhile, unwrapped, is not lowered either: same
+        # values, only its speed changes.
+        with _NO_LOWERING_LOCK:
+            previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE
+            control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous
 
     return traced
 

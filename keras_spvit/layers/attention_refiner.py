@@ -138,7 +138,7 @@ class AttentionRefiner(keras.layers.Layer):
 
         def normalize(norm, x):
             if not norm.trainable:
-                return _batch_norm_train(norm, x, channels_first=True)
+                return _frozen_batch_norm_channels_first(norm, x)
             gamma, beta = (ops.convert_to_tensor(v) for v in (norm.gamma, norm.beta))
             x, mean, variance = batch_norm(x, gamma, beta, norm.epsilon)
             _update_moving_statistics(norm, mean, variance)
@@ -228,39 +228,12 @@ def _update_moving_statistics(norm, mean, variance):
     )
 
 
-def _batch_norm_train(norm, x, channels_first=False):
-    """`norm(x, training=True)` on `(batch, rows, cols, channels)`, or on
-    `(batch, channels, rows, cols)` with `channels_first`.
-
-    The sums of `x - c` and of its square share one pass over `x`. `c`, the
-    mean of a strided sample of `x` (a constant for the gradient), keeps
-    `E[d^2] - E[d]^2` as accurate as a two-pass variance: it is within a
-    fraction of a standard deviation of the batch mean. A frozen norm
-    (`trainable=False`) uses its moving statistics, as Keras' does.
-    """
-    if channels_first:
-        axes = (0, 2, 3)
-        sample = x[:, :, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE]
-        per_channel = lambda v: ops.reshape(v, (-1, 1, 1))  # noqa: E731
-    else:
-        axes = (0, 1, 2)
-        sample = x[:, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE]
-        per_channel = lambda v: v  # noqa: E731
-    if not norm.trainable:
-        scale, shift = _folded_batch_norm(norm)
-        return x * per_channel(scale) + per_channel(shift)
-    center = ops.stop_gradient(ops.mean(sample, axis=axes))
-    shifted = x - per_channel(center)
-    mean_shifted = ops.mean(shifted, axis=axes)
-    variance = ops.maximum(
-        ops.mean(ops.square(shifted), axis=axes) - ops.square(mean_shifted), 0.0
-    )
-    mean = mean_shifted + center
-    _update_moving_statistics(norm, mean, variance)
-    # (x - mean) * scale, not x * scale - mean * scale: the gradients of the
-    # gammas would lose digits to cancellation.
-    scale = norm.gamma * ops.rsqrt(variance + norm.epsilon)
-    return (x - per_channel(mean)) * per_channel(scale) + per_channel(norm.beta)
+def _frozen_batch_norm_channels_first(norm, x):
+    """A frozen norm (`trainable=False`) on `(batch, channels, rows, cols)`:
+    its moving statistics, as Keras' `BatchNormalization` does."""
+    scale, shift = _folded_batch_norm(norm)
+    dtype = x.dtype
+    return x * ops.cast(scale, dtype)[:, None, None] + ops.cast(shift, dtype)[:, None, None]
 
 
 def _torch_batch_norm_train(norm, x):
@@ -334,9 +307,14 @@ def _depthwise_channels_first_grads(x, kernel, grad, sums):
 
 
 def _batch_norm_channels_first(x, gamma, beta, epsilon, sums):
-    """`((normalized, mean, variance), residuals)`: `_batch_norm_train`'s
-    math on `(batch, channels, rows, cols)` with both sums in one
-    `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`)."""
+    """`((normalized, mean, variance), residuals)`: Keras' training-mode
+    `BatchNormalization` on `(batch, channels, rows, cols)` with both sums
+    in one `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`).
+
+    `center`, the mean of a strided sample of `x` (a constant for the
+    gradient), keeps `E[d^2] - E[d]^2` of `d = x - center` as accurate as a
+    two-pass variance: it is within a fraction of a standard deviation of
+    the batch mean."""
     count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
     sample = x[:, :, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE]
     center = ops.mean(sample, axis=(0, 2, 3))

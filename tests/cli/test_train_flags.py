@@ -13,6 +13,13 @@ import pytest
 import keras_spvit
 from keras_spvit.cli import main
 from keras_spvit.data.sources import digits_uint8, source_dataset
+from tests.conftest import on_one_backend
+
+# The flags' plumbing (parsing, what reaches the trainer, what the run records and
+# saves) is the same on every backend; what the backend runs is tested on each:
+# mixed-bfloat16 training (tests/models/test_model_contract.py::test_mixed_bfloat16),
+# LoRA (tests/models/test_lora.py), the trainer (tests/cli/test_train.py, tests/training).
+pytestmark = on_one_backend("the train command's flag plumbing")
 
 TINY = {"embed_dim": 16, "depth": 2, "num_heads": 2, "spatial_prior_blocks": 1,
         "stem": "patch", "patch_size": 4}

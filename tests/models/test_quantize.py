@@ -15,11 +15,9 @@ def digits():
     return digits_split("test")
 
 
-@pytest.fixture(scope="module")
-def quantized():
-    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits")
-    model.quantize("int8")
-    return model
+@pytest.fixture
+def quantized(int8_digits_preset):
+    return int8_digits_preset
 
 
 def _accuracy(model, images, labels):

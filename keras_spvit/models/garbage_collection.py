@@ -6,7 +6,7 @@ import threading
 
 _lock = threading.Lock()
 _depth = 0
-_collect = gc.collect
+_saved_collect = None
 
 
 def _skip_collect(generation=2):
@@ -30,17 +30,18 @@ def collect_garbage_once():
     >>> with collect_garbage_once():
     ...     model.quantize("int8")
     """
-    global _depth
+    global _depth, _saved_collect
     with _lock:
+        if _depth == 0:
+            _saved_collect, gc.collect = gc.collect, _skip_collect
         _depth += 1
-        gc.collect = _skip_collect
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
-            last = _depth == 0
-            if last:
-                gc.collect = _collect
-        if last:
-            _collect()
+            collect = None
+            if _depth == 0:
+                collect = gc.collect = _saved_collect
+        if collect is not None:
+            collect()

@@ -28,9 +28,8 @@ def _data(steps, batch=4, seed=0):
 
 def _train(tmp_path, name, steps_per_execution, save_freq="epoch"):
     keras.utils.set_random_seed(0)
-    # Two blocks (one with spatial priors) are enough to compare the steps.
-    model = keras_spvit.SPViT(image_shape=(16, 16, 3), num_classes=3, embed_dim=16, depth=2,
-                              num_heads=2, spatial_prior_blocks=1, stem="patch", patch_size=4)
+    model = keras_spvit.SPViT_Tiny(image_shape=(16, 16, 3), num_classes=3, stem="patch",
+                                   patch_size=4)
     recipe = get_recipe("digits", ema_momentum=None)
     summary = fit(model, _data(4), recipe=recipe, batch_size=4, out_dir=str(tmp_path / name),
                   epochs=2, steps_per_epoch=4, verbose=0, save_freq=save_freq,

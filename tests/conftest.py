@@ -26,8 +26,9 @@ import pytest  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures"
 BACKEND = keras.backend.backend()
 # Where a test whose claim no backend can change runs (tf.data-only tests run on
-# TensorFlow, which they need): torch, whose eager toy runs train 2-9x faster than
-# TensorFlow's or JAX's on this CPU (tests/README.md, "One backend").
+# TensorFlow, which they need): torch, whose eager runs of a few steps of tiny models
+# take 2-9x less time than TensorFlow's or JAX's here; longer runs gain nothing
+# (tests/README.md, "One backend").
 ONE_BACKEND = "torch"
 
 

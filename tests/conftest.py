@@ -25,6 +25,26 @@ import pytest  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BACKEND = keras.backend.backend()
+# Where a test whose claim no backend can change runs (tf.data-only tests run on
+# TensorFlow, which they need): torch, whose eager runs of a few steps of tiny models
+# take 2-9x less time than TensorFlow's or JAX's here; longer runs gain nothing
+# (tests/README.md, "One backend").
+ONE_BACKEND = "torch"
+
+
+def on_one_backend(why):
+    """Runs the marked test on `ONE_BACKEND` only.
+
+    Args:
+        why: why the backend cannot change what the test proves, and which
+            test covers the backend-dependent part on every backend.
+
+    Example:
+
+    >>> @on_one_backend("tuner wiring; PSViT trains on every backend in test_model_contract.py")
+    ... def test_tuner(): ...
+    """
+    return pytest.mark.skipif(BACKEND != ONE_BACKEND, reason=f"backend-independent: {why}")
 
 
 def to_numpy(x):
@@ -73,6 +93,17 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     assert main(_train_args(out, epochs=2)) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def int8_digits_preset():
+    """The `spvit_tiny_digits` preset after Keras' `model.quantize("int8")`, quantized
+    once per session. Shared: tests read it (predict, save, export), never change it."""
+    import keras_spvit
+
+    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits")
+    model.quantize("int8")
+    return model
 
 
 def pytest_report_header(config):

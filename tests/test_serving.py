@@ -218,10 +218,8 @@ def test_int8_artifacts_hold_int8_weights_and_keep_the_accuracy(classifier, tmp_
 
 
 @TF_ONLY
-def test_a_keras_quantized_model_exports_as_saved_model_only(classifier, tmp_path):
-    from keras_spvit.serving import _quantized_copy
-
-    model = _quantized_copy(classifier, "int8")
+def test_a_keras_quantized_model_exports_as_saved_model_only(int8_digits_preset, tmp_path):
+    model = int8_digits_preset
     with pytest.raises(ValueError, match="already quantized .*quantize='int8'") as info:
         export(model, str(tmp_path / "m.tflite"), "litert")
     assert "\n" not in str(info.value)

@@ -27,7 +27,7 @@ from keras_spvit.study import (
     summarize,
     verdict,
 )
-from tests.conftest import BACKEND
+from tests.conftest import BACKEND, ONE_BACKEND
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MINI = dict(data="digits", models=["SPViT_Tiny", "LVViT_Tiny"], sizes=[20, 50], seeds=[0],
@@ -37,10 +37,10 @@ _MINI_DIR = {}
 
 def mini_study_dir(tmp_path_factory):
     """The one real mini-study of the suite (trained once per session): its folder."""
-    if BACKEND != "tensorflow":
+    if BACKEND != ONE_BACKEND:
         # The study's bookkeeping is the same on every backend; training on each
         # backend is covered by tests/training and the shared `trained_run`.
-        pytest.skip("the real mini-study runs once, under TensorFlow (4 trained cells)")
+        pytest.skip(f"the real mini-study runs once, under {ONE_BACKEND} (4 trained cells)")
     if "out" not in _MINI_DIR:
         from keras_spvit.study import study
 

@@ -1,21 +1,20 @@
 """`keras_spvit.search` with KerasTuner's Bayesian optimisation and Hyperband (the
 random search is tests/test_search.py): a tiny space, a real search."""
 
-import keras
 import keras_tuner
 import numpy as np
 import pytest
 
 import keras_spvit
 from keras_spvit.search import config_from_hyperparameters
+from tests.conftest import on_one_backend
 from tests.test_search import dataset
 
 SPACE = dict(num_classes=2, depth=2, num_stages=1, stage_dims=(16,), stage_heads=(2,),
              image_shape=(16, 16, 3), patch_size=4)
 # Which tuner drives the search does not depend on the backend (KerasTuner runs
 # `fit` on built models; random search trains on every backend in test_search.py).
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="tuner wiring is backend-independent")
+pytestmark = on_one_backend("tuner wiring")
 
 
 def _search(tuner, tmp_path, **kwargs):

@@ -1,6 +1,7 @@
 import keras
 from keras_hub.models import Backbone
 
+from keras_spvit.models.garbage_collection import collect_garbage_once
 from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
 from keras_spvit.models.preset_loading import backbone_from_preset
 
@@ -34,6 +35,23 @@ class ResizableBackbone(Backbone):
         if args and image_shape is not None:
             check_model_images(args[0], image_shape, f"The backbone {self.name!r}")
         return super().__call__(*args, **kwargs)
+
+    def quantize(self, mode=None, config=None, filters=None, **kwargs):
+        """Keras' `Model.quantize`, with one garbage collection at the end
+        instead of one per quantized layer (see `collect_garbage_once`).
+
+        Args:
+            mode: as in `keras.Model.quantize` (`"int8"`, `"float8"`, ...).
+            config: as in `keras.Model.quantize`.
+            filters: as in `keras.Model.quantize`.
+            **kwargs: as in `keras.Model.quantize`.
+
+        Example:
+
+        >>> backbone.quantize("int8")
+        """
+        with collect_garbage_once():
+            return super().quantize(mode, config=config, filters=filters, **kwargs)
 
     def default_lora_layer_names(self):
         """The attention projections LoRA reaches by default: `qk`, `v`

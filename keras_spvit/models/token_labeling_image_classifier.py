@@ -6,6 +6,7 @@ from keras_hub.src.models.task import Task
 
 from keras_spvit.layers.token_labeling_head import TokenLabelingHead
 from keras_spvit.models.center_crop_image_converter import CenterCropImageConverter
+from keras_spvit.models.garbage_collection import collect_garbage_once
 from keras_spvit.models.image_inputs import check_model_images, refuse_attention_scores
 from keras_spvit.models.naming import default_name
 from keras_spvit.models.preset_loading import task_from_preset
@@ -140,7 +141,8 @@ class TokenLabelingImageClassifier(ImageClassifier):
                 return any(re.search(pattern, layer.name) for pattern in filters)
             return filters(layer)
 
-        return super().quantize(mode, config=config, filters=quantizable, **kwargs)
+        with collect_garbage_once():  # Keras collects once per quantized Dense otherwise
+            return super().quantize(mode, config=config, filters=quantizable, **kwargs)
 
     def check_inputs(self, x):
         """Raises a one-line `ValueError` if `x` cannot reach the model.

@@ -13,6 +13,13 @@ import pytest
 import keras_spvit
 from keras_spvit.cli import main
 from keras_spvit.data.sources import digits_uint8, source_dataset
+from tests.conftest import on_one_backend
+
+# The flags' plumbing (parsing, what reaches the trainer, what the run records and
+# saves) is the same on every backend; what the backend runs is tested on each:
+# mixed-bfloat16 training (tests/models/test_model_contract.py::test_mixed_bfloat16),
+# LoRA (tests/models/test_lora.py), the trainer (tests/cli/test_train.py, tests/training).
+pytestmark = on_one_backend("the train command's flag plumbing")
 
 TINY = {"embed_dim": 16, "depth": 2, "num_heads": 2, "spatial_prior_blocks": 1,
         "stem": "patch", "patch_size": 4}
@@ -30,7 +37,9 @@ def flagged_run(tmp_path_factory):
     images, labels = digits_uint8("test")
     np.savez(root / "train.npz", images=images[:64, ..., None].repeat(3, -1),
              labels=labels[:64])
-    # Initial weights: a 12-class model saved before the run.
+    # Initial weights: a 12-class model saved before the run (seeded: with a zero rate
+    # its untrained logits decide how many bf16 near ties the check below allows).
+    keras.utils.set_random_seed(0)
     model = keras_spvit.SPViT(num_classes=12, image_shape=(16, 16, 3), **TINY)
     model.save_weights(root / "start.weights.h5")
     out = root / "run"
@@ -108,4 +117,5 @@ def test_weights_num_classes_and_validation_data(flagged_run):
     ties = int((top2[:, 1] - top2[:, 0] <= 2 * 2**-8 * np.abs(top2[:, 1]).max()).sum())
     summary = json.loads((out / "summary.json").read_text())
     assert abs(round(summary["val_accuracy"] * VAL_EXAMPLES) - correct) <= ties, (correct, ties)
+    # Measured on torch with seed 0: 96 ties; unseeded, 172 in one run of 4.
     assert ties < VAL_EXAMPLES // 10  # the check is not vacuous

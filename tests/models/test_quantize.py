@@ -15,11 +15,9 @@ def digits():
     return digits_split("test")
 
 
-@pytest.fixture(scope="module")
-def quantized():
-    model = keras_spvit.SPViTImageClassifier.from_preset("spvit_tiny_digits")
-    model.quantize("int8")
-    return model
+@pytest.fixture
+def quantized(int8_digits_preset):
+    return int8_digits_preset
 
 
 def _accuracy(model, images, labels):
@@ -76,3 +74,26 @@ def test_quantized_model_saves_and_reloads(quantized, digits, tmp_path):
     for saved, loaded in zip(quantized.weights, reloaded.weights):
         assert saved.path == loaded.path
         np.testing.assert_array_equal(to_numpy(saved), to_numpy(loaded))
+
+
+def test_quantize_collects_garbage_once_not_once_per_layer(monkeypatch):
+    # Keras' `Layer.__delattr__` runs a full `gc.collect()` per deleted kernel
+    # (seconds each in a process holding TensorFlow and a few models).
+    import gc
+
+    tiny = dict(num_classes=3, image_shape=(16, 16, 3), embed_dim=16, depth=2, num_heads=2,
+                spatial_prior_blocks=1, stem="patch", patch_size=4)
+    calls = []
+
+    def counting_collect(*args):
+        calls.append(args)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", counting_collect)
+    classifier = keras_spvit.SPViT(**tiny)
+    classifier.quantize("int8")
+    assert any(layer.quantization_mode == "int8" for layer in classifier._flatten_layers())
+    assert len(calls) == 1 and gc.collect is counting_collect
+    backbone = keras_spvit.SPViT(**tiny).backbone
+    backbone.quantize("int8")
+    assert len(calls) == 2 and gc.collect is counting_collect

@@ -1,12 +1,16 @@
 """Runs the suite once per Keras backend, in parallel streams (what `make test` calls).
 
-    python tests/run_backends.py "tensorflow" "jax torch" -- -m "not slow"
+    python tests/run_backends.py "tensorflow jax:tests/training" "jax:!tests/training torch" \
+        -- -m "not slow"
 
-Each argument before `--` is a stream: its backends run one after the other,
-the streams side by side (CI has 2 cores; the TensorFlow suite takes about as
-long as the JAX and torch suites together). Each backend's pytest output is
-printed whole when it ends, under a `=== KERAS_BACKEND=... ===` line; the exit
-code is the first failing backend's, or 0.
+Each argument before `--` is a stream: its parts run one after the other, the
+streams side by side (CI has 2 cores). A part is a backend (`jax`: the whole
+suite), or a backend and test folders, to balance the streams:
+`jax:tests/training` runs only that folder on JAX, `jax:!tests/training` all
+but it (comma-separated folders). Each part's pytest output is printed whole
+when it ends, under a `=== KERAS_BACKEND=... ===` line; the exit code is the
+first failing part's, or 0. Every backend must run every test once: a part
+list that leaves a folder out, or runs one twice, is refused.
 """
 
 import os
@@ -17,20 +21,53 @@ import threading
 import time
 
 
-def run_stream(backends, pytest_args, results, lock):
-    for backend in backends:
+def parse_part(part):
+    """`(backend, pytest arguments selecting its tests)` of a stream part.
+
+    Example:
+
+    >>> parse_part("jax:!tests/training,tests/cli")
+    ('jax', ['--ignore=tests/training', '--ignore=tests/cli'])
+    """
+    backend, _, folders = part.partition(":")
+    if not folders:
+        return backend, []
+    if folders.startswith("!"):
+        return backend, [f"--ignore={f}" for f in folders[1:].split(",")]
+    return backend, folders.split(",")
+
+
+def check_parts(parts):
+    """Raises `ValueError` unless each backend's parts select its suite exactly once:
+    the whole suite alone, or `B:F` and `B:!F` with the same folders `F`."""
+    by_backend = {}
+    for part in parts:
+        backend, _, folders = part.partition(":")
+        by_backend.setdefault(backend, []).append(folders)
+    for backend, selections in by_backend.items():
+        whole = selections == [""]
+        split = (len(selections) == 2 and {s.startswith("!") for s in selections} == {True, False}
+                 and len({s.lstrip("!") for s in selections}) == 1)
+        if not (whole or split):
+            raise ValueError(f"Backend {backend!r} must run its suite exactly once: the whole "
+                             f"suite, or 'B:F' and 'B:!F'. Received: {selections}")
+
+
+def run_stream(parts, pytest_args, results, lock):
+    for part in parts:
+        backend, selection = parse_part(part)
         env = dict(os.environ, KERAS_BACKEND=backend)
         start = time.perf_counter()
         with tempfile.TemporaryFile("w+") as log:
-            code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args],
+            code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args, *selection],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
             log.seek(0)
             output = log.read()
         minutes = (time.perf_counter() - start) / 60
         with lock:
-            print(f"=== KERAS_BACKEND={backend} (exit {code}, {minutes:.1f} min) ===", flush=True)
+            print(f"=== KERAS_BACKEND={part} (exit {code}, {minutes:.1f} min) ===", flush=True)
             print(output, flush=True)
-            results[backend] = code
+            results[part] = code
 
 
 def main(argv):
@@ -40,6 +77,11 @@ def main(argv):
     if not streams or not all(streams):
         print("usage: run_backends.py STREAM [STREAM ...] -- PYTEST_ARGS "
               "(a stream: backends separated by spaces)", file=sys.stderr)
+        return 2
+    try:
+        check_parts([part for stream in streams for part in stream])
+    except ValueError as e:
+        print(f"run_backends.py: {e}", file=sys.stderr)
         return 2
     results, lock = {}, threading.Lock()
     threads = [threading.Thread(target=run_stream, args=(s, pytest_args, results, lock))

@@ -28,6 +28,10 @@ hit them alike):
                crop, flip and RandAugment's draws per example, then
                RandAugment (`RandAugment.apply_batch`), normalisation and
                erasing per batch of `--batch-size` (identical batches).
+    train_idle the same with RandAugment's and erasing's draws made but no
+               operation applied (the policy with `-p0`, erasing probability
+               1e-9): the fixed per-image cost of the augmentation, apart
+               from its operations (issue #10 profiling).
     train_off  the same with `randaugment=None, random_erasing=0` (random
                resized crop and flip only).
     eval       `image_folder_dataset(training=False)`: decode, resize, centre
@@ -49,7 +53,7 @@ hit them alike):
     steady state (`steady_images_per_s`, `steady_cpu_ms`, `steady_ratio`,
         `steady_cpu_ratio`): the later epochs of the same iterator, start-up
         excluded: the throughput of a pipeline that is already running.
-  Ratios are `train` (and `train_batched`) / `train_off`, medians over
+  Ratios are `train` (and `train_batched`, `train_idle`) / `train_off`, medians over
   repeats. Issue #10's target (>= 0.9 on the 2-core CI machine) is judged on
   the STEADY-STATE ratios: a real epoch (ImageNet: 1.28M images, 40,000
   batches of 32) pays the start-up (about a second) once, a millionth of the
@@ -282,6 +286,12 @@ def build_pipelines(root, args):
     batched.batch_rand_augment = True
     add("train_batched", "pipeline", "same, RandAugment/normalise/erasing per batch",
         folder(True, batched))
+    idle = recipe.replace(
+        randaugment=f"{recipe.randaugment}-p0" if recipe.randaugment else None,
+        random_erasing=1e-9 if recipe.random_erasing else 0.0,
+    )
+    add("train_idle", "pipeline", "same, RandAugment p0, erasing 1e-9 (draws, no operation)",
+        folder(True, train_augment(idle, seed)))
     add("train_off", "pipeline", "same, randaugment=None, random_erasing=0",
         folder(True, train_augment(off, seed)))
     add("eval", "pipeline", "image_folder_dataset(training=False)", folder(False))
@@ -439,7 +449,7 @@ def measure(pipelines, repeats, warmup, tf, steady_epochs=2):
         r["steady_times_s"] = [w for w, _, _ in steady[name]]
     if "train_off" in by_name:
         off = by_name["train_off"]
-        for name in ("train", "train_batched", "train_off"):
+        for name in ("train", "train_batched", "train_idle", "train_off"):
             if name in by_name:
                 r = by_name[name]
                 r["ratio"] = r["images_per_s"] / off["images_per_s"]
@@ -500,7 +510,7 @@ def main(argv=None):
     rows = measure(pipelines, args.repeats, args.warmup, tf, args.steady_epochs)
     print_table(rows)
     by_name = {r["name"]: r for r in rows}
-    for name in ("train", "train_batched"):
+    for name in ("train", "train_batched", "train_idle"):
         if name in by_name and by_name[name]["ratio"] is not None:
             r = by_name[name]
             print(f"{name} / train_off, steady state (the #10 target): "

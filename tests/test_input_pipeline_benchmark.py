@@ -38,10 +38,10 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     rows = bench.main(argv)
 
     names = [r["name"] for r in rows]
-    assert names == ["train", "train_batched", "train_off", "eval", "read file", "decode JPEG", "crop+resize",
+    assert names == ["train", "train_batched", "train_idle", "train_off", "eval", "read file", "decode JPEG", "crop+resize",
                      "flip", "RandAugment", "erasing", "normalise", "batch"]
     for r in rows:
-        pipelines = ("train", "train_batched", "train_off", "eval")
+        pipelines = ("train", "train_batched", "train_idle", "train_off", "eval")
         assert r["kind"] == ("pipeline" if r["name"] in pipelines else "stage")
         assert len(r["times_s"]) == 1
         for key in ("images_per_s", "min", "max", "ms_per_image", "cpu_ms"):
@@ -53,21 +53,21 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
     by_name = {r["name"]: r for r in rows}
     # Training drops the partial batch; evaluation and the stages see every image.
     assert by_name["train"]["images"] == by_name["train_off"]["images"] == 8
-    assert by_name["train_batched"]["images"] == 8
+    assert by_name["train_batched"]["images"] == by_name["train_idle"]["images"] == 8
     assert by_name["eval"]["images"] == by_name["decode JPEG"]["images"] == 8
-    for name in ("train", "train_batched"):
+    for name in ("train", "train_batched", "train_idle"):
         assert by_name[name]["ratio"] == (by_name[name]["images_per_s"]
                                           / by_name["train_off"]["images_per_s"])
         assert by_name[name]["cpu_ratio"] == (by_name["train_off"]["cpu_ms"]
                                               / by_name[name]["cpu_ms"])
     assert by_name["eval"]["cpu_ratio"] is None
     # Pipelines: start-up and steady state beside the per-epoch numbers.
-    for name in ("train", "train_batched", "train_off", "eval"):
+    for name in ("train", "train_batched", "train_idle", "train_off", "eval"):
         r = by_name[name]
         assert r["startup_s"] > 0 and r["startup_s"] <= r["times_s"][0]
         assert math.isclose(r["steady_images_per_s"], 2 * r["images"] / r["steady_times_s"][0])
         assert math.isfinite(r["steady_cpu_ms"]) and r["steady_cpu_ms"] > 0
-    for name in ("train", "train_batched"):
+    for name in ("train", "train_batched", "train_idle"):
         assert by_name[name]["steady_ratio"] == (by_name[name]["steady_images_per_s"]
                                                  / by_name["train_off"]["steady_images_per_s"])
         assert by_name[name]["steady_cpu_ratio"] == (by_name["train_off"]["steady_cpu_ms"]

@@ -52,12 +52,21 @@ def batch_norm_relu(norm, x, training=None):
         return ops.relu(norm(x, training=training))
     dtype = x.dtype
     out, mean, variance = fused(ops.cast(x, "float32"), norm.gamma, norm.beta, norm.epsilon)
+    update_moving_statistics(norm, mean, variance)
+    return ops.cast(out, dtype)
+
+
+def update_moving_statistics(norm, mean, variance):
+    """Keras `BatchNormalization`'s update: biased batch variance, `momentum`.
+
+    (The same as `attention_refiner._update_moving_statistics`, which could
+    import this one: `attention_refiner` imports `conv_stem`, so not the
+    other way round.)"""
     momentum = norm.momentum
     norm.moving_mean.assign(norm.moving_mean * momentum + mean * (1.0 - momentum))
     norm.moving_variance.assign(
         norm.moving_variance * momentum + variance * (1.0 - momentum)
     )
-    return ops.cast(out, dtype)
 
 
 def _channel_sums(tensors):

@@ -25,7 +25,9 @@ class ConvStem(keras.layers.Layer):
     with widths 32, 64, 128 (Refined-ViT). Padding is explicit because Keras'
     `"same"` pads a stride-2 convolution asymmetrically on even inputs.
     `"patch"` is a plain ViT patchify convolution (kernel = stride =
-    `patch_size`) for small images.
+    `patch_size`) for small images. In training on TensorFlow each
+    BatchNorm + ReLU runs as one fused op (`_batch_norm_relu`), with Keras'
+    numbers and moving-statistics update.
 
     Args:
         embed_dim: int. Width of the output tokens.

@@ -13,6 +13,11 @@ computes the piece's forward pass in training mode and the gradients of
 images) and its trainable weights:
 
     stem        ConvStem (4_2: three convolutions with BatchNorm, patch matmul)
+    stem_conv1  (convolutional stems) its first convolution, 7x7 stride 2 on
+                the padded images (kernel gradient only, as in the step)
+    stem_conv2  its second convolution, 3x3 on the first's maps
+    stem_bn     its second BatchNorm + ReLU (`batch_norm_relu`, training)
+    stem_proj   its patchify projection (kernel = stride, a reshape + matmul)
     sp_block    one TransformerBlock with SpatialPriorAttention (196 tokens)
     vit_block   one TransformerBlock with MultiHeadSelfAttention (197 tokens)
     sp_attn     SpatialPriorAttention alone; mlp: MLP alone; norm: LayerNorm
@@ -49,6 +54,29 @@ def parse_args(argv=None):
     p.add_argument("--pieces", nargs="+", default=None, help="subset of the pieces")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
+
+
+def stem_pieces(stem, images, rng):
+    """The pieces of a convolutional stem (none for a patchify stem), in
+    `main`'s `pieces` format, each part of `stem` (count 0)."""
+    if not stem.conv_layers:
+        return {}
+    import tensorflow as tf
+
+    from keras_spvit.layers._batch_norm_relu import batch_norm_relu
+
+    pad, conv1, _, _, conv2, bn2 = stem.conv_layers[:6]
+    shape = conv1.compute_output_shape(pad.compute_output_shape(images.shape))
+    maps = tf.constant(rng.standard_normal(shape, dtype=np.float32))
+    rows, cols = shape[1:3]
+    proj_macs = rows * cols * int(np.prod(stem.proj.kernel.shape)) // stem.proj.kernel_size[0] ** 2
+    return {
+        "stem_conv1": (lambda x: conv1(pad(x)), images, 0,
+                       rows * cols * int(np.prod(conv1.kernel.shape)), True),
+        "stem_conv2": (conv2, maps, 0, rows * cols * int(np.prod(conv2.kernel.shape)), False),
+        "stem_bn": (lambda x: batch_norm_relu(bn2, x, training=True), maps, 0, 0, False),
+        "stem_proj": (stem._patchify, maps, 0, proj_macs, False),
+    }
 
 
 def main(argv=None):
@@ -119,6 +147,7 @@ def main(argv=None):
         if hasattr(layer, "kernel"):
             stem_macs += int(np.prod(shape[1:3])) * int(np.prod(layer.kernel.shape))
     pieces["stem"] = pieces["stem"][:3] + (stem_macs, True)
+    pieces.update(stem_pieces(backbone.stem, tf.constant(images), rng))
     if args.pieces:
         pieces = {k: v for k, v in pieces.items() if k in args.pieces}
 

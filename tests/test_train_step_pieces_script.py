@@ -39,3 +39,25 @@ def test_pieces_script_times_every_piece_with_its_count(monkeypatch, capsys):
     # Matmul pieces have an ideal time at the measured peak; norm and optimizer do not.
     assert by_name["mlp"]["ideal_s"] > 0 and by_name["norm"]["ideal_s"] is None
     assert "sum of shares" in capsys.readouterr().out
+
+
+def test_stem_pieces_run_on_the_stem_shapes(monkeypatch):
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_spvit.layers import ConvStem
+
+    pieces = _load_script(monkeypatch)
+    images = tf.zeros((2, 32, 48, 3))
+    patch = ConvStem(8, stem="patch", patch_size=4)
+    patch.build(images.shape)
+    assert pieces.stem_pieces(patch, images, None) == {}
+    stem = ConvStem(8, stem="4_2")
+    stem.build(images.shape)
+    found = pieces.stem_pieces(stem, images, np.random.default_rng(0))
+    assert set(found) == {"stem_conv1", "stem_conv2", "stem_bn", "stem_proj"}
+    for name, (fn, x, count, macs, takes_images) in found.items():
+        assert count == 0 and takes_images == (name == "stem_conv1")
+        assert (macs > 0) == (name != "stem_bn")
+        out = fn(x)
+        assert out.shape[:3] == ((2, 2, 3) if name == "stem_proj" else (2, 16, 24)), name

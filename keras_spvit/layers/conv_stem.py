@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_spvit.layers._batch_norm_relu import batch_norm_relu
 from keras_spvit.utils.validation import check_one_of, check_positive_int
 
 # Stem name -> widths of its three stride-2/1/1 convolutions (None: patchify).
@@ -24,7 +25,9 @@ class ConvStem(keras.layers.Layer):
     with widths 32, 64, 128 (Refined-ViT). Padding is explicit because Keras'
     `"same"` pads a stride-2 convolution asymmetrically on even inputs.
     `"patch"` is a plain ViT patchify convolution (kernel = stride =
-    `patch_size`) for small images.
+    `patch_size`) for small images. In training on TensorFlow each
+    BatchNorm + ReLU runs as one fused op (`_batch_norm_relu`), with Keras'
+    numbers and moving-statistics update.
 
     Args:
         embed_dim: int. Width of the output tokens.
@@ -108,8 +111,14 @@ class ConvStem(keras.layers.Layer):
                 f"channels (channels-last). Received images of shape {tuple(inputs.shape)}."
             )
         x = inputs
-        for layer in self.conv_layers:
-            x = layer(x, training=training) if layer.name.startswith("bn") else layer(x)
+        layers = iter(self.conv_layers)
+        for layer in layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                # Always followed by its ReLU: one fused op in training.
+                x = batch_norm_relu(layer, x, training=training)
+                next(layers)
+            else:
+                x = layer(x)
         return self._patchify(x)
 
     def _patchify(self, x):

@@ -18,8 +18,8 @@ import functools
 import keras
 from keras import ops
 
-# Rows and columns of the maps sampled for the statistics' shift.
-_SAMPLE_STRIDE = 8
+# Rows and columns of the maps sampled for the statistics' shift (also the refiner's).
+SAMPLE_STRIDE = 8
 
 
 def batch_norm_relu(norm, x, training=None):
@@ -57,11 +57,8 @@ def batch_norm_relu(norm, x, training=None):
 
 
 def update_moving_statistics(norm, mean, variance):
-    """Keras `BatchNormalization`'s update: biased batch variance, `momentum`.
-
-    (The same as `attention_refiner._update_moving_statistics`, which could
-    import this one: `attention_refiner` imports `conv_stem`, so not the
-    other way round.)"""
+    """Keras `BatchNormalization`'s update: biased batch variance, `momentum`
+    (the stem's fused op and `AttentionRefiner`'s training stages)."""
     momentum = norm.momentum
     norm.moving_mean.assign(norm.moving_mean * momentum + mean * (1.0 - momentum))
     norm.moving_variance.assign(
@@ -88,7 +85,7 @@ def _forward(x, gamma, beta, epsilon):
     two-pass variance: it is within a fraction of a standard deviation of
     the batch mean."""
     count = ops.cast(ops.size(x) // x.shape[-1], x.dtype)
-    center = ops.mean(x[:, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE], axis=(0, 1, 2))
+    center = ops.mean(x[:, ::SAMPLE_STRIDE, ::SAMPLE_STRIDE], axis=(0, 1, 2))
     shifted = x - center
     total, total_square = _channel_sums([shifted, ops.square(shifted)])
     mean_shifted = total / count

@@ -3,12 +3,10 @@ import functools
 import keras
 from keras import ops
 
+from keras_spvit.layers._batch_norm_relu import SAMPLE_STRIDE, update_moving_statistics
 from keras_spvit.layers.conv_stem import BATCH_NORM_EPSILON
 from keras_spvit.layers.depthwise import depthwise_conv_same
 from keras_spvit.utils.validation import check_positive_int
-
-# Rows and columns of the maps sampled for the BatchNorm statistics' shift.
-_SAMPLE_STRIDE = 8
 
 
 @keras.saving.register_keras_serializable(package="keras_spvit")
@@ -141,7 +139,7 @@ class AttentionRefiner(keras.layers.Layer):
                 return _frozen_batch_norm_channels_first(norm, x)
             gamma, beta = (ops.convert_to_tensor(v) for v in (norm.gamma, norm.beta))
             x, mean, variance = batch_norm(x, gamma, beta, norm.epsilon)
-            _update_moving_statistics(norm, mean, variance)
+            update_moving_statistics(norm, mean, variance)
             return x
 
         kernel = ops.convert_to_tensor(self.conv_exp.kernel)
@@ -219,15 +217,6 @@ class _UnquantizedDense(keras.layers.Dense):
         )
 
 
-def _update_moving_statistics(norm, mean, variance):
-    """Keras `BatchNormalization`'s update: biased batch variance, `momentum`."""
-    momentum = norm.momentum
-    norm.moving_mean.assign(norm.moving_mean * momentum + mean * (1.0 - momentum))
-    norm.moving_variance.assign(
-        norm.moving_variance * momentum + variance * (1.0 - momentum)
-    )
-
-
 def _frozen_batch_norm_channels_first(norm, x):
     """A frozen norm (`trainable=False`) on `(batch, channels, rows, cols)`:
     its moving statistics, as Keras' `BatchNormalization` does."""
@@ -252,7 +241,7 @@ def _torch_batch_norm_train(norm, x):
     out = F.batch_norm(x, mean, unbiased, gamma, beta, training=True, momentum=1.0,
                        eps=norm.epsilon)
     count = x.numel() // x.shape[1]
-    _update_moving_statistics(norm, mean, unbiased * ((count - 1) / count))
+    update_moving_statistics(norm, mean, unbiased * ((count - 1) / count))
     return out
 
 
@@ -316,7 +305,7 @@ def _batch_norm_channels_first(x, gamma, beta, epsilon, sums):
     two-pass variance: it is within a fraction of a standard deviation of
     the batch mean."""
     count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
-    sample = x[:, :, ::_SAMPLE_STRIDE, ::_SAMPLE_STRIDE]
+    sample = x[:, :, ::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
     center = ops.mean(sample, axis=(0, 2, 3))
     shifted = x - center[:, None, None]
     total, total_square = sums([shifted, ops.square(shifted)], (0, 2, 3))

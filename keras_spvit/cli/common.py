@@ -283,9 +283,10 @@ def resolve_model(model, weights=None):
     return "builder", model
 
 
-def add_model_argument(parser, quantize=False):
+def add_model_argument(parser, quantize=False, quantize_help=None):
     """The `MODEL [--weights W] [--num-classes N]` arguments of evaluate / predict /
-    export / explain; with `quantize`, also `--quantize MODE` (see `load_model`)."""
+    export / explain; with `quantize`, also `--quantize MODE` (see `load_model`),
+    described by `quantize_help` when the command quantizes its own way."""
     parser.add_argument(
         "model",
         help="a run directory holding model.keras, a .keras file, or a builder name "
@@ -298,7 +299,7 @@ def add_model_argument(parser, quantize=False):
         from keras_spvit.serving import KERAS_QUANTIZE_KEEPS, QUANTIZE_MODES
 
         parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
-                            help="quantize the loaded model first (Keras' "
+                            help=quantize_help or "quantize the loaded model first (Keras' "
                             "model.quantize: int8 weights, activations quantized per call; "
                             f"the {KERAS_QUANTIZE_KEEPS})")
 

@@ -16,14 +16,17 @@ def add_parser(subparsers):
         add_run_options,
         positive_int,
     )
-    from keras_spvit.serving import FORMATS
+    from keras_spvit.serving import FORMATS, QUANTIZE_ROUTES
 
     parser = subparsers.add_parser(
         "export", help="a serving artifact (SavedModel, LiteRT, ONNX) taking raw images",
         description="Write MODEL with its preprocessing as a serving artifact: uint8 images of "
         "any size in, class probabilities, top-k classes and names out.",
     )
-    add_model_argument(parser, quantize=True)
+    routes = " | ".join(f"{name}: {route}" for name, route in QUANTIZE_ROUTES.items())
+    add_model_argument(parser, quantize=True, quantize_help="write an int8 artifact, "
+                       f"quantized by the format's own route ({routes}); the model you "
+                       "pass stays float")
     parser.add_argument("out", help="output: a directory (saved_model), a .tflite file "
                         "(litert) or an .onnx file (onnx)")
     parser.add_argument("--format", choices=FORMATS, default="saved_model")

@@ -203,3 +203,22 @@ def test_help_starts_no_backend(argv):
     assert result.returncode == 0, result.stderr
     assert "--out" in result.stdout if argv[0] == "train" else "COMMAND" in result.stdout
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command,says,not_says", [
+    ("evaluate", ["Keras' model.quantize"], ["LiteRT", "onnxruntime"]),
+    ("export", ["LiteRT converter's dynamic-range", "onnxruntime's quantize_dynamic",
+                "Keras' model.quantize on a copy"], []),
+])
+def test_quantize_help_says_how_this_command_quantizes(command, says, not_says, capsys):
+    # export quantizes by each format's own route, not by model.quantize alone.
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    help_ = text[text.index("--quantize {int8} "):]
+    help_ = help_[:help_.index(" --", 1)]
+    for phrase in says:
+        assert phrase in help_, help_
+    for phrase in not_says:
+        assert phrase not in help_, help_

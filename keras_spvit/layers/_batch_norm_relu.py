@@ -77,20 +77,67 @@ def _channel_sums(tensors):
     return sums
 
 
-def _forward(x, gamma, beta, epsilon):
-    """`((relu(normalized), mean, variance), residuals)`.
+def batch_statistics(x, channel_axis, sums):
+    """`(mean, variance)` per channel of `(batch, ..., ...)` maps, as Keras'
+    training-mode `BatchNormalization` takes them (biased variance), from
+    one `sums([shifted, shifted ** 2])` pass (the stem's channels-last
+    maps and the refiner's channels-first attention maps).
 
     `center`, the mean of a strided sample of `x` (a constant for the
     gradient), keeps `E[d^2] - E[d]^2` of `d = x - center` as accurate as a
     two-pass variance: it is within a fraction of a standard deviation of
-    the batch mean."""
-    count = ops.cast(ops.size(x) // x.shape[-1], x.dtype)
-    center = ops.mean(x[:, ::SAMPLE_STRIDE, ::SAMPLE_STRIDE], axis=(0, 1, 2))
-    shifted = x - center
-    total, total_square = _channel_sums([shifted, ops.square(shifted)])
+    the batch mean.
+
+    Args:
+        x: rank-4 maps, channels on `channel_axis` (1 or 3), the other
+            non-batch axes spatial.
+        channel_axis: 1 (channels first) or 3 / -1 (channels last).
+        sums: `sums(tensors) -> [per-channel sum of each]`.
+
+    Example:
+
+    >>> x = np.random.rand(2, 3, 16, 16).astype("float32")
+    >>> mean, variance = batch_statistics(
+    ...     x, 1, lambda ts: [ops.sum(t, axis=(0, 2, 3)) for t in ts])
+    >>> mean.shape, variance.shape
+    ((3,), (3,))
+    """
+    channel_axis %= 4
+    samples = tuple(slice(None, None, SAMPLE_STRIDE) if 0 < axis != channel_axis else slice(None)
+                    for axis in range(4))
+    reduced = tuple(axis for axis in range(4) if axis != channel_axis)
+    count = ops.cast(ops.size(x) // x.shape[channel_axis], x.dtype)
+    center = ops.mean(x[samples], axis=reduced)
+    shifted = x - per_channel(center, channel_axis)
+    total, total_square = sums([shifted, ops.square(shifted)])
     mean_shifted = total / count
     variance = ops.maximum(total_square / count - ops.square(mean_shifted), 0.0)
-    mean = mean_shifted + center
+    return mean_shifted + center, variance
+
+
+def batch_norm_input_grad(grad, normalized, scale, grad_beta, grad_gamma, channel_axis):
+    """The textbook gradient of training-mode batch norm for its input:
+    `scale * (grad - mean(grad) - normalized * mean(grad * normalized))`,
+    the means given as the per-channel sums `grad_beta`, `grad_gamma`
+    (`scale` is `gamma / sqrt(variance + epsilon)`)."""
+    count = ops.cast(ops.size(grad) // grad.shape[channel_axis], grad.dtype)
+    return per_channel(scale, channel_axis) * (
+        grad - per_channel(grad_beta / count, channel_axis)
+        - normalized * per_channel(grad_gamma / count, channel_axis)
+    )
+
+
+def per_channel(values, channel_axis):
+    """A `(channels,)` vector shaped to broadcast over rank-4 maps with
+    channels on `channel_axis`."""
+    if channel_axis % 4 == 3:
+        return values
+    return values[:, None, None]
+
+
+def _forward(x, gamma, beta, epsilon):
+    """`((relu(normalized), mean, variance), residuals)`."""
+    mean, variance = batch_statistics(x, -1, _channel_sums)
     inverse = ops.rsqrt(variance + epsilon)
     scale = gamma * inverse
     shift = beta - mean * scale
@@ -104,11 +151,10 @@ def _grads(residuals, grad):
     mask recomputed from `x`, then the textbook batch-norm gradient with
     both sums from one read of `grad` and `x`."""
     x, mean, inverse, scale, shift = residuals
-    count = ops.cast(ops.size(x) // x.shape[-1], x.dtype)
     grad = ops.where(x * scale + shift > 0, grad, 0.0)
     normalized = (x - mean) * inverse
     grad_beta, grad_gamma = _channel_sums([grad, grad * normalized])
-    grad_x = scale * (grad - grad_beta / count - normalized * (grad_gamma / count))
+    grad_x = batch_norm_input_grad(grad, normalized, scale, grad_beta, grad_gamma, -1)
     return grad_x, grad_gamma, grad_beta
 
 

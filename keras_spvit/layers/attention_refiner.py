@@ -3,7 +3,11 @@ import functools
 import keras
 from keras import ops
 
-from keras_spvit.layers._batch_norm_relu import SAMPLE_STRIDE, update_moving_statistics
+from keras_spvit.layers._batch_norm_relu import (
+    batch_norm_input_grad,
+    batch_statistics,
+    update_moving_statistics,
+)
 from keras_spvit.layers.conv_stem import BATCH_NORM_EPSILON
 from keras_spvit.layers.depthwise import depthwise_conv_same
 from keras_spvit.utils.validation import check_positive_int
@@ -298,20 +302,9 @@ def _depthwise_channels_first_grads(x, kernel, grad, sums):
 def _batch_norm_channels_first(x, gamma, beta, epsilon, sums):
     """`((normalized, mean, variance), residuals)`: Keras' training-mode
     `BatchNormalization` on `(batch, channels, rows, cols)` with both sums
-    in one `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`).
-
-    `center`, the mean of a strided sample of `x` (a constant for the
-    gradient), keeps `E[d^2] - E[d]^2` of `d = x - center` as accurate as a
-    two-pass variance: it is within a fraction of a standard deviation of
-    the batch mean."""
-    count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
-    sample = x[:, :, ::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
-    center = ops.mean(sample, axis=(0, 2, 3))
-    shifted = x - center[:, None, None]
-    total, total_square = sums([shifted, ops.square(shifted)], (0, 2, 3))
-    mean_shifted = total / count
-    variance = ops.maximum(total_square / count - ops.square(mean_shifted), 0.0)
-    mean = mean_shifted + center
+    in one `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`
+    and `batch_statistics`)."""
+    mean, variance = batch_statistics(x, 1, lambda tensors: sums(tensors, (0, 2, 3)))
     inverse = ops.rsqrt(variance + epsilon)
     out = (x - mean[:, None, None]) * (gamma * inverse)[:, None, None] + beta[:, None, None]
     return (out, mean, variance), (x, mean, inverse, gamma)
@@ -322,12 +315,9 @@ def _batch_norm_channels_first_grads(residuals, grad, sums):
     output (its mean and variance only feed the moving statistics and get
     none): the textbook batch-norm gradient, both sums in one pass."""
     x, mean, inverse, gamma = residuals
-    count = ops.cast(ops.shape(x)[0] * x.shape[2] * x.shape[3], x.dtype)
     normalized = (x - mean[:, None, None]) * inverse[:, None, None]
     grad_beta, grad_gamma = sums([grad, grad * normalized], (0, 2, 3))
-    grad_x = (gamma * inverse)[:, None, None] * (
-        grad - (grad_beta / count)[:, None, None] - normalized * (grad_gamma / count)[:, None, None]
-    )
+    grad_x = batch_norm_input_grad(grad, normalized, gamma * inverse, grad_beta, grad_gamma, 1)
     return grad_x, grad_gamma, grad_beta
 
 

@@ -171,12 +171,19 @@ def _grey(images):
     return tf.reshape(tf.floor((total + 32768.0) / 65536.0), tf.shape(images))
 
 
-def _grey_mean(grey):
-    # `int(mean + 0.5)` of the L image (`_grey`'s first channel) per image:
-    # an integer sum, a float64 mean.
-    shape = tf.shape(grey)
-    total = tf.reduce_sum(tf.cast(grey[..., 0], tf.int32), axis=(1, 2))
-    return tf.floor(total / (shape[1] * shape[2]) + 0.5)
+def _luminance(images):
+    # PIL's RGB -> L as one channel `(n, h, w)` (what the mean needs; three
+    # strided channels and a weighted sum, cheaper here than `_grey`'s matmul).
+    r, g, b = tf.unstack(images, axis=-1)
+    total = r * _L_WEIGHTS[0] + g * _L_WEIGHTS[1] + b * _L_WEIGHTS[2] + 32768.0
+    return tf.floor(total / 65536.0)
+
+
+def _grey_mean(images):
+    # `int(mean + 0.5)` of the L image per image: an integer sum, a float64 mean.
+    luminance = tf.cast(_luminance(images), tf.int32)
+    shape = tf.shape(luminance)
+    return tf.floor(tf.reduce_sum(luminance, axis=(1, 2)) / (shape[1] * shape[2]) + 0.5)
 
 
 def _color_batch(images, factor):
@@ -185,7 +192,7 @@ def _color_batch(images, factor):
 
 def _contrast_batch(images, factor):
     # ImageEnhance.Contrast: the degenerate is the mean grey level.
-    return _blend(_per_image(_grey_mean(_grey(images))), images, factor)
+    return _blend(_per_image(_grey_mean(images)), images, factor)
 
 
 def _brightness_batch(images, factor):
@@ -232,8 +239,7 @@ def _point_batch(images, unit, threshold, addition):
 def _grey_blend_batch(images, factor, grey_weight, mean_weight):
     """Color, Contrast or Brightness per image: a blend with `grey_weight * L
     + mean_weight * mean(L)`, weights 0 or 1 (`1 * v + 0 * w` is `v` exactly)."""
-    grey = _grey(images)
-    degenerate = _per_image(grey_weight) * grey + _per_image(
-        tf.cast(mean_weight, tf.float64) * _grey_mean(grey)
+    degenerate = _per_image(grey_weight) * _grey(images) + _per_image(
+        tf.cast(mean_weight, tf.float64) * _grey_mean(images)
     )
     return _blend(degenerate, images, factor)

@@ -55,11 +55,14 @@ PIL truncates. Inside the image they agree with PIL's bilinear values within
 one level (tests check this against the exact path and Pillow); the
 one-pixel border blends with the fill colour where PIL repeats the edge
 pixel. The colour operations are the same, PIL-
-exact, code in both modes, elementwise (autocontrast as its per-channel
-affine map in float64, PIL's table arithmetic at each pixel's level;
-selections as arithmetic, several times cheaper than `tf.where` on an
-image) except equalize (one `tf.math.bincount` for the histograms, one
-`tf.gather` through the tables). `exact=True` is the PIL-exact path
+exact, code in both modes, elementwise (selections as arithmetic, several
+times cheaper than `tf.where` on an image) except autocontrast and equalize:
+PIL's 256-entry table per channel (autocontrast's float64 map evaluated at the
+256 levels; equalize's from one `tf.math.bincount` of every channel's
+histogram), applied by one `tf.gather_nd` with the channel offsets as a graph
+constant (TensorFlow's CPU kernels are several times slower on broadcasting
+binary ops than on equal shapes, so per-channel constants such as the fill
+colour are whole-image tensors: `_channel_image`). `exact=True` is the PIL-exact path
 described next. The draws (`RandAugment.sample`) do not depend on the mode.
 
 In the exact mode, geometric operations follow PIL's affine resampling exactly: output pixel

@@ -3,6 +3,7 @@
 See `keras_spvit.data.rand_augment` for the pixel scale and the batching.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from keras_spvit.data.rand_augment_policy import _L_WEIGHTS, _float64
@@ -32,30 +33,76 @@ def _one(op):
     return run
 
 
+def _channel_image(values, like, dtype=tf.float32):
+    """`values` (one per channel) broadcast to `like`'s shape, as a whole tensor.
+
+    TensorFlow's CPU kernels are several times slower on a broadcasting
+    binary op (image - per-channel constant) than on equal shapes, so the
+    kernels below combine images with whole-image tensors. When `like`'s
+    shape is static the tensor is a graph constant (built once, in numpy);
+    otherwise one `broadcast_to` per call.
+    """
+    if like.shape.is_fully_defined():
+        array = np.broadcast_to(np.asarray(values, dtype.as_numpy_dtype), like.shape)
+        return tf.constant(array)
+    return tf.broadcast_to(tf.constant(values, dtype), tf.shape(like))
+
+
+def _channel_offsets(images):
+    # `c * 256` at every value of channel `c` of image `i` (`i * channels + c`
+    # tables in all): flat indices into `(n * channels, 256)` tables.
+    channels = images.shape[-1] or 3
+    if images.shape.is_fully_defined():
+        n = images.shape[0]
+        offsets = np.arange(n * channels, dtype=np.int32).reshape(n, 1, 1, channels) * 256
+        return tf.constant(np.broadcast_to(offsets, images.shape))
+    offsets = tf.reshape(tf.range(tf.shape(images)[0] * channels) * 256, (-1, 1, 1, channels))
+    return tf.broadcast_to(offsets, tf.shape(images))
+
+
+def _apply_tables(images, tables, offsets):
+    """`tables[i * channels + c, v]` at every value `v` of channel `c` of image `i`.
+
+    `tables`: `(n * channels, 256)` float32; `offsets`: `_channel_offsets`.
+    One `gather_nd` (about half the cost of `gather` on this CPU) with the
+    channel offsets added on equal shapes.
+    """
+    indices = tf.cast(images, tf.int32) + offsets
+    return tf.gather_nd(tf.reshape(tables, [-1]), indices[..., None])
+
+
+def _channel_extremes(images):
+    # Per image and channel min and max, `(n * channels,)` float64.
+    # (uint8 reductions: several times cheaper than float32 ones here)
+    small = tf.cast(images, tf.uint8)
+    low = tf.reduce_min(small, axis=(1, 2))
+    high = tf.reduce_max(small, axis=(1, 2))
+    return (tf.cast(tf.reshape(v, [-1]), tf.float64) for v in (low, high))
+
+
 def _auto_contrast_batch(images, args=None):
-    # ImageOps.autocontrast(cutoff=0): per channel `int(v * scale + offset)`
-    # with `scale = 255 / (hi - lo)`, `offset = -lo * scale` in float64 (PIL's
-    # table, computed at the pixel's own level: the same float64 operations);
-    # unchanged when the channel is flat. Elementwise, no table lookup.
-    # A flat channel maps through scale 1 and offset 0: `v * 1 + 0` is `v`.
-    low = tf.reduce_min(images, axis=(1, 2), keepdims=True)
-    high = tf.reduce_max(images, axis=(1, 2), keepdims=True)
+    # ImageOps.autocontrast(cutoff=0): PIL's table per channel, `lut[v] =
+    # int(v * scale + offset)` with `scale = 255 / (hi - lo)`, `offset = -lo *
+    # scale` in float64 (clipped to [0, 255]); identity when the channel is
+    # flat (scale 1, offset 0). Built on the 256 levels, applied by one lookup.
+    low, high = _channel_extremes(images)
     flat = high <= low
-    scale = 255.0 / tf.cast(tf.where(flat, 1.0, high - low), tf.float64)
-    offset = tf.where(flat, tf.zeros_like(scale), -tf.cast(low, tf.float64) * scale)
+    scale = 255.0 / tf.where(flat, tf.ones_like(high), high - low)
+    offset = tf.where(flat, tf.zeros_like(scale), -low * scale)
     scale = tf.where(flat, tf.ones_like(scale), scale)
-    return tf.cast(_truncate(tf.cast(images, tf.float64) * scale + offset), tf.float32)
+    levels = tf.range(256, dtype=tf.float64)
+    tables = _truncate(levels * scale[:, None] + offset[:, None])
+    return _apply_tables(images, tf.cast(tables, tf.float32), _channel_offsets(images))
 
 
 def _equalize_batch(images, args=None):
     # ImageOps.equalize: per channel `step = (total - count of the highest
     # value present) // 256`, `lut[i] = (step // 2 + count below i) // step`
     # (PIL clips the table to 255); identity when `step` is 0. One bincount
-    # for the histograms of every image and channel, one gather for the tables.
+    # for the histograms of every image and channel, one lookup for the tables.
     channels = images.shape[-1] or 3
-    shape = tf.shape(images)
-    tables = shape[0] * channels
-    offsets = tf.reshape(tf.range(tables) * 256, (-1, 1, 1, channels))
+    tables = tf.shape(images)[0] * channels
+    offsets = _channel_offsets(images)
     values = tf.cast(images, tf.int32) + offsets
     counts = tf.reshape(
         tf.math.bincount(tf.reshape(values, [-1]), minlength=256 * tables, maxlength=256 * tables),
@@ -70,7 +117,7 @@ def _equalize_batch(images, args=None):
     safe_step = tf.maximum(step, 1)[:, None]
     lut = tf.minimum((safe_step // 2 + below) // safe_step, 255)
     lut = tf.where((step > 0)[:, None], lut, levels[None, :])
-    return tf.cast(tf.gather(tf.reshape(lut, [-1]), values), tf.float32)
+    return _apply_tables(images, tf.cast(lut, tf.float32), offsets)
 
 
 def _invert_batch(images, args=None):
@@ -112,23 +159,40 @@ def _blend(degenerate, images, factor):
 
 
 def _grey(images):
-    # PIL's RGB -> L; integers below 2**24, so exact in float32.
+    """PIL's RGB -> L of `(n, h, w, 3)` images, repeated on every channel.
+
+    One matmul by a 3x3 matrix of the L weights: an image-shaped result
+    (the blends then combine equal shapes, not a broadcast `grey[..., None]`,
+    several times slower here). Products and sums are integers below 2**24,
+    so exact in float32 in any order.
+    """
+    weights = tf.constant([[w] * 3 for w in _L_WEIGHTS], tf.float32)
+    total = tf.matmul(tf.reshape(images, (-1, 3)), weights)
+    return tf.reshape(tf.floor((total + 32768.0) / 65536.0), tf.shape(images))
+
+
+def _luminance(images):
+    # PIL's RGB -> L as one channel `(n, h, w)` (what the mean needs; three
+    # strided channels and a weighted sum, cheaper here than `_grey`'s matmul).
     r, g, b = tf.unstack(images, axis=-1)
     total = r * _L_WEIGHTS[0] + g * _L_WEIGHTS[1] + b * _L_WEIGHTS[2] + 32768.0
     return tf.floor(total / 65536.0)
 
 
+def _grey_mean(images):
+    # `int(mean + 0.5)` of the L image per image: an integer sum, a float64 mean.
+    luminance = tf.cast(_luminance(images), tf.int32)
+    shape = tf.shape(luminance)
+    return tf.floor(tf.reduce_sum(luminance, axis=(1, 2)) / (shape[1] * shape[2]) + 0.5)
+
+
 def _color_batch(images, factor):
-    return _blend(_grey(images)[..., None], images, factor)
+    return _blend(_grey(images), images, factor)
 
 
 def _contrast_batch(images, factor):
-    # ImageEnhance.Contrast: the degenerate is the mean grey level,
-    # `int(mean + 0.5)`, of the `L` image (an integer sum, float64 mean).
-    grey = tf.cast(_grey(images), tf.int32)
-    shape = tf.shape(grey)
-    mean = tf.reduce_sum(grey, axis=(1, 2)) / (shape[1] * shape[2])  # float64
-    return _blend(_per_image(tf.floor(mean + 0.5)), images, factor)
+    # ImageEnhance.Contrast: the degenerate is the mean grey level.
+    return _blend(_per_image(_grey_mean(images)), images, factor)
 
 
 def _brightness_batch(images, factor):
@@ -175,10 +239,7 @@ def _point_batch(images, unit, threshold, addition):
 def _grey_blend_batch(images, factor, grey_weight, mean_weight):
     """Color, Contrast or Brightness per image: a blend with `grey_weight * L
     + mean_weight * mean(L)`, weights 0 or 1 (`1 * v + 0 * w` is `v` exactly)."""
-    grey = _grey(images)
-    shape = tf.shape(grey)
-    mean = tf.reduce_sum(tf.cast(grey, tf.int32), axis=(1, 2)) / (shape[1] * shape[2])
-    degenerate = _per_image(grey_weight) * grey[..., None] + _per_image(
-        tf.cast(mean_weight, tf.float64) * tf.floor(mean + 0.5)
+    degenerate = _per_image(grey_weight) * _grey(images) + _per_image(
+        tf.cast(mean_weight, tf.float64) * _grey_mean(images)
     )
     return _blend(degenerate, images, factor)

@@ -5,6 +5,8 @@ See `keras_spvit.data.rand_augment` ("exact=False").
 
 import tensorflow as tf
 
+from keras_spvit.data.rand_augment_colour import _channel_image
+
 
 def _projective_transform(images, matrix, interpolation):
     """`ImageProjectiveTransformV3` of `(n, h, w, c)` float32 images with PIL's matrices.
@@ -50,9 +52,9 @@ def _warp_images_fast(images, matrix, interpolation, fill):
     to the edge pixel instead). Truncated to the uint8 grid as PIL stores
     values; the small offset absorbs float32 rounding of exact integers.
     """
-    # The fill as a whole image: a per-channel constant broadcast over
-    # (batch, height, width) costs several times a plain subtraction.
-    fill = tf.broadcast_to(tf.constant(fill, tf.float32), tf.shape(images)[1:])
+    # The fill as a whole image (`_channel_image`): a per-channel constant
+    # broadcast inside the subtraction costs several times a plain one.
+    fill = _channel_image(fill, images)
     kind = "NEAREST" if interpolation == "nearest" else "BILINEAR"
     if isinstance(matrix, tf.Tensor):  # V3 rows already (`_v3_rows`)
         out = _v3(images - fill, matrix, kind)
@@ -133,14 +135,17 @@ def _translate_image_fast(image, along_x, offset, fill):
     # Pad so that both windows lie inside: `before` covers a negative shift,
     # `after` the second neighbour.
     before_y, before_x = tf.maximum(-ky, 0), tf.maximum(-kx, 0)
-    fill = tf.constant(fill, tf.float32)
+    # Padding `image - fill` with zeros and adding the fill back to each
+    # window (exact: integers) brings in the fill colour; the fill is a
+    # whole image (`_channel_image`), no per-channel broadcast.
+    fill = _channel_image(fill, image)
     padded = tf.pad(
         image - fill,
         [[before_y, tf.maximum(ky + dy, 0)], [before_x, tf.maximum(kx + dx, 0)], [0, 0]],
-    ) + fill
+    )
     top, left = ky + before_y, kx + before_x
-    a = padded[top : top + height, left : left + width]
-    b = padded[top + dy : top + dy + height, left + dx : left + dx + width]
+    a = padded[top : top + height, left : left + width] + fill
+    b = padded[top + dy : top + dy + height, left + dx : left + dx + width] + fill
     return _shift_blend(a, b, frac)
 
 
@@ -180,8 +185,9 @@ def _shift_images_fast(images, along_x, slope, offset, fill):
     table = tf.concat(
         [tf.reshape(images, (-1, channels)), tf.constant([fill], tf.float32)], axis=0
     )
-    a = tf.gather(table, index(first))
-    b = tf.gather(table, index(first + 1))
+    # `gather_nd` of whole pixels: a third cheaper than `gather` here.
+    a = tf.gather_nd(table, index(first)[..., None])
+    b = tf.gather_nd(table, index(first + 1)[..., None])
     return _shift_blend(a, b, frac)
 
 

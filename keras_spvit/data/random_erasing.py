@@ -230,6 +230,8 @@ def random_erasing(
     if probability == 0.0:
         return image
     channels = len(mean_values)
+    # Already normalised (`TrainAugment.erase`): the values are the noise itself.
+    standard = all(m == 0.0 for m in mean_values) and all(v == 1.0 for v in std_values)
     mean_t = tf.constant(mean_values, tf.float32)
     std_t = tf.constant(std_values, tf.float32)
     gate_seed, box_seed, value_seed = split_seed(seed, 3)
@@ -249,7 +251,9 @@ def random_erasing(
                 noise = tf.random.stateless_normal((1, 1, channels), slot_seed)
             else:
                 noise = tf.zeros((1, 1, channels))
-            value = tf.broadcast_to(noise * std_t + mean_t, (h, w, channels))
+            if not standard:  # (a broadcasting op per box costs more than the noise)
+                noise = noise * std_t + mean_t
+            value = tf.broadcast_to(noise, (h, w, channels))
             # Writes the box in place of a copy: no full-image mask or noise.
             out = tf.raw_ops.TensorStridedSliceUpdate(
                 input=out, begin=tf.stack([top, left, 0]),

@@ -169,3 +169,21 @@ def test_label_maps_still_move_with_shears_and_translations():
             (8, 8), Image.AFFINE, matrix, Image.NEAREST, fillcolor=0
         )
         np.testing.assert_array_equal(out, np.asarray(expected))
+
+
+def test_kernels_give_the_same_values_with_static_and_unknown_shapes():
+    # The fill colour (and the colour tables' offsets) are graph constants
+    # when the shape is static and broadcasts otherwise: the same values.
+    image = tf.constant(_image(23, 31, seed=5), tf.float32)
+    for name, arg in (("TranslateXRel", -0.3), ("TranslateYRel", 0.21), ("ShearX", 0.17),
+                      ("Rotate", 23.0), ("Equalize", 0.0), ("AutoContrast", 0.0),
+                      ("Color", 1.6)):
+        def run(x, name=name, arg=arg):
+            return apply_op(name, x, arg, fill=FILL)
+
+        unknown = tf.function(run, input_signature=[tf.TensorSpec((None, None, 3), tf.float32)])
+        static = tf.function(run, input_signature=[tf.TensorSpec((23, 31, 3), tf.float32)])
+        np.testing.assert_array_equal(unknown(image), static(image), err_msg=name)
+        np.testing.assert_array_equal(unknown(image), run(image), err_msg=name)
+        if name.startswith("Translate"):
+            assert (run(image).numpy() == FILL).all(axis=-1).sum() > 50, name

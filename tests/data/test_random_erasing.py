@@ -329,3 +329,16 @@ def test_bad_images_and_seeds_raise():
         random_erasing(tf.zeros((16, 16, 3)), 1.0, seed=tf.constant([1.0, 2.0]))
     with pytest.raises(ValueError, match="min_count"):
         sample_erasing_boxes(16, 16, min_count=0, seed=0)
+
+
+def test_normalised_images_get_the_noise_itself():
+    # mean 0 / std 1 (what `TrainAugment.erase` passes) skips the affine map
+    # of the noise: the same boxes and draws as any mean and std, unscaled.
+    image = tf.fill((40, 48, 3), 0.25)
+    seed = tf.constant([3, 9])
+    standard = random_erasing(image, 1.0, mean=(0.0,) * 3, std=(1.0,) * 3, seed=seed).numpy()
+    scaled = random_erasing(image, 1.0, mean=(0.5,) * 3, std=(2.0,) * 3, seed=seed).numpy()
+    erased = standard != 0.25
+    assert erased.sum() > 100
+    np.testing.assert_array_equal(erased, scaled != 0.25)
+    np.testing.assert_allclose(scaled[erased], standard[erased] * 2.0 + 0.5, rtol=1e-6)

@@ -83,6 +83,31 @@ def _fresh_keras_state():
     keras.utils.clear_session(free_memory=False)
 
 
+@pytest.fixture
+def fast_jax_compiles():
+    """JAX: this test's XLA programs compiled with most optimizations off.
+
+    For a test that compares two runs of the same program and pays mostly for JAX's
+    first compiles of its eager primitives (op by op, each a program of its own): the
+    compiles cost less, the numbers of both runs move alike (float32 rounding), and
+    what the test compares stays the same. Afterwards the flag is restored and JAX's
+    in-memory caches cleared, so no later test runs an executable compiled here (the
+    persistent cache keys on the compile options, so it keeps the two apart).
+    Other backends: nothing.
+    """
+    if BACKEND != "jax":
+        yield
+        return
+    import jax
+
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", False)
+        jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The one shared tiny training run (`keras-spvit train`, SPViT 16 px on digits, 2

@@ -30,7 +30,8 @@ def _two_steps(remat):
     model = keras_spvit.SPViTBackbone(remat=remat, **STOCHASTIC)
     x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype("float32")
     y = np.random.default_rng(1).normal(size=(4, 17, 16)).astype("float32")
-    # JAX: ~150 s on 2 loaded cores either way (op by op, or compiled: 190 s).
+    # JAX: op by op, ~500 first compiles of eager primitives (`fast_jax_compiles`
+    # makes them cheaper; compiled, the step took longer still).
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse", jit_compile=False)
     before = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
     losses = [float(model.train_on_batch(x, y)) for _ in range(2)]
@@ -38,6 +39,7 @@ def _two_steps(remat):
     return before, after, [v.path for v in model.variables], losses
 
 
+@pytest.mark.usefixtures("fast_jax_compiles")
 def test_remat_trains_exactly_like_no_remat():
     before, plain, paths, plain_losses = _two_steps(False)
     before_remat, remat, _, remat_losses = _two_steps(True)
@@ -57,6 +59,7 @@ def test_remat_trains_exactly_like_no_remat():
         np.testing.assert_array_equal(remat[i], plain[i], err_msg=paths[i])
 
 
+@pytest.mark.usefixtures("fast_jax_compiles")
 def test_remat_config_and_keras_file_round_trip(tmp_path):
     model = keras_spvit.SPViTBackbone(remat=True, **STOCHASTIC)
     assert model.get_config()["remat"] is True

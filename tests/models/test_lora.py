@@ -28,7 +28,9 @@ def adapted():
     before = _accuracy(model, test_x, test_y)
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(train_x, train_y, batch_size=64, epochs=3, verbose=0)
+    # Held-out accuracy after 1 / 2 / 3 epochs, measured: TensorFlow 0.94 / 0.98 / 0.98,
+    # JAX 0.94 / 0.97 / 0.97, torch 0.93 / 0.97 / 0.97 (asserted: >= 0.9).
+    model.fit(train_x, train_y, batch_size=64, epochs=2, verbose=0)
     return model, frozen, before, _accuracy(model, test_x, test_y)
 
 
@@ -57,6 +59,10 @@ def test_fine_tuning_the_adapters_learns_a_new_task(adapted):
     model, frozen, before, after = adapted
     # A fresh 2-class head guesses (measured 0.50-0.55); adapters + head learn parity.
     assert after >= 0.9 and after > before + 0.2, (before, after)
+    # The adapters trained (B starts at zero): a new head on the frozen backbone alone
+    # also clears the bar above (measured on torch, adapters made untrainable).
+    adapters = [w for w in model.backbone.weights if "lora_kernel_b" in w.path]
+    assert len(adapters) == 10 and all(np.any(to_numpy(w) != 0) for w in adapters)
     for w in model.backbone.weights:  # the backbone's own weights did not move
         if w.path in frozen:
             np.testing.assert_array_equal(to_numpy(w), frozen[w.path])

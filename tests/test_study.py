@@ -194,6 +194,7 @@ def test_mini_study_cells_report_and_files(mini):
     for cell in result["cells"]:
         assert cell["class_counts"] == [cell["size"] // 10] * 10
         assert cell["test_count"] == 359 and cell["steps"] == 1 and cell["epochs"] == 1
+        assert 0 < cell["cpu_seconds"]
     # The reported test accuracy is the saved model's on the 359 held-out digits,
     # recomputed here from its logits through the ordinary evaluation pipeline.
     cell = result["cells"][0]

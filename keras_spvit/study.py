@@ -34,6 +34,8 @@ import numpy as np
 
 SETTINGS_FILE = "settings.json"
 CELL_FILE = "cell.json"
+# JAX's compiled programs, shared by the cells of a study (see `use_compile_cache`).
+COMPILE_CACHE = "compile_cache"
 # Sources whose splits fit in memory (subsets are index arrays).
 STUDY_SOURCES = "digits, fashion_mnist, idx:PATH, npz:PATH (with test_data) or tfds:NAME"
 # Two-sided 95% Student t quantiles by degrees of freedom (1..10); 2.0 beyond.
@@ -506,7 +508,7 @@ def run_cell(settings, model_name, size, seed, directory):
 
     Returns:
         `{"model", "size", "seed", "train_accuracy", "test_accuracy",
-        "test_count", "epochs", "steps", "seconds", ...}`: accuracies of the
+        "test_count", "epochs", "steps", "seconds", "cpu_seconds", ...}`: accuracies of the
         final weights on the un-augmented training subset and on the test set.
 
     Example:
@@ -522,7 +524,7 @@ def run_cell(settings, model_name, size, seed, directory):
     from keras_spvit.training import fit
     from keras_spvit.training.hardware import resolve_jit
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     num_classes, image_size = settings["num_classes"], settings["image_size"]
     images, labels = _arrays(settings["data"], settings["train_split"], settings["data_dir"])
     keep = balanced_subset(labels, size, seed, num_classes)
@@ -557,6 +559,9 @@ def run_cell(settings, model_name, size, seed, directory):
         "epochs": epochs, "repeats": repeats, "steps": epochs * steps, "batch_size": batch,
         "parameters": int(model.count_params()),
         "train_seconds": summary["seconds"], "seconds": time.perf_counter() - start,
+        # The process's CPU seconds (all its threads): on a shared machine the steadier
+        # measure of what a cell costs (wall seconds count the waits for a core).
+        "cpu_seconds": time.process_time() - cpu_start,
         "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
     }
     if spatial_prior_layers(model):
@@ -570,10 +575,43 @@ def run_cell(settings, model_name, size, seed, directory):
     return result
 
 
+def use_compile_cache(path):
+    """Keeps the programs JAX compiles in `path`, for the next cells to load.
+
+    The cells of one model and size differ only in their seeds (the initial
+    weights and random draws are inputs of the compiled programs, not part
+    of them): their training and prediction programs are the same, compiled
+    by the first cell and loaded from `path` by the others, which saves each
+    of them the compile time. A loaded program is the executable the first
+    cell ran: the numbers are the same. Call before anything compiles (a
+    cell's subprocess does); no-op on other backends.
+
+    Args:
+        path: str. The cache directory (JAX's persistent compilation cache).
+
+    Returns:
+        `path` on JAX, else `None`.
+
+    Example:
+
+    >>> use_compile_cache("runs/study/compile_cache")
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
 def _cell_main(argv):
     """`python -m keras_spvit.study SPEC.json`: one cell in a subprocess (`jobs > 1`)."""
     spec = _read_json(argv[0])
     _limit_threads(spec["threads"])
+    if spec.get("compile_cache"):
+        use_compile_cache(spec["compile_cache"])
     run_cell(spec["settings"], spec["model"], spec["size"], spec["seed"], spec["directory"])
 
 
@@ -793,7 +831,8 @@ def _run_parallel(settings, pending, out, jobs, threads, progress):
                 os.makedirs(directory, exist_ok=True)
                 spec = os.path.join(directory, "cell_spec.json")
                 _write_json(spec, {"settings": settings, "model": cell[0], "size": cell[1],
-                                   "seed": cell[2], "directory": directory, "threads": threads})
+                                   "seed": cell[2], "directory": directory, "threads": threads,
+                                   "compile_cache": os.path.join(out, COMPILE_CACHE)})
                 log = open(os.path.join(directory, "cell.log"), "w")
                 process = subprocess.Popen([sys.executable, "-m", "keras_spvit.study", spec],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -194,6 +194,7 @@ def test_mini_study_cells_report_and_files(mini):
     for cell in result["cells"]:
         assert cell["class_counts"] == [cell["size"] // 10] * 10
         assert cell["test_count"] == 359 and cell["steps"] == 1 and cell["epochs"] == 1
+        assert 0 < cell["cpu_seconds"]
     # The reported test accuracy is the saved model's on the 359 held-out digits,
     # recomputed here from its logits through the ordinary evaluation pipeline.
     cell = result["cells"][0]
@@ -306,3 +307,20 @@ def test_parallel_cells_in_subprocesses(tmp_path, capsys):
     assert [c["seed"] for c in result["cells"]] == [0, 1]
     assert (tmp_path / "jobs" / "cells" / "SPViT_Tiny" / "n20" / "seed1" / "cell.log").exists()
     assert "2 at a time" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's persistent compilation cache")
+def test_parallel_cells_share_compiled_programs_with_the_same_numbers(tmp_path):
+    from keras_spvit.study import COMPILE_CACHE, study
+
+    args = {**MINI, "models": ["SPViT_Tiny"], "sizes": [20], "seeds": [0, 1], "jit": "on",
+            "out": str(tmp_path / "jobs"), "jobs": 2, "verbose": False}
+    first = study(**args)
+    assert any((tmp_path / "jobs" / COMPILE_CACHE).iterdir())
+    # Seed 0 again: its programs now come from the cache, its numbers must not change.
+    shutil.rmtree(cell_dir(args["out"], "SPViT_Tiny", 20, 0))
+    again = study(**args)
+    keys = ("train_accuracy", "test_accuracy", "augmented_train_accuracy")
+    assert [{k: c[k] for k in keys} for c in again["cells"]] == \
+        [{k: c[k] for k in keys} for c in first["cells"]]

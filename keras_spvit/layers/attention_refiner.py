@@ -9,7 +9,12 @@ from keras_spvit.layers._batch_norm_relu import (
     update_moving_statistics,
 )
 from keras_spvit.layers.conv_stem import BATCH_NORM_EPSILON
-from keras_spvit.layers.depthwise import depthwise_conv_same
+from keras_spvit.layers.depthwise import (
+    depthwise_conv_same,
+    depthwise_same,
+    depthwise_same_grads,
+    variadic_sums,
+)
 from keras_spvit.utils.validation import check_positive_int
 
 
@@ -36,7 +41,7 @@ class AttentionRefiner(keras.layers.Layer):
     transposes (2.0x the Keras-layers formulation, forward plus backward on
     `(4, 12, 197, 197)` maps). On TensorFlow and JAX (XLA): channels-first,
     in the maps' own layout, with hand-written gradients shared by both
-    (`_depthwise_channels_first_grads`, `_batch_norm_channels_first_grads`):
+    (`depthwise_same_grads`, `_batch_norm_channels_first_grads`):
     the depthwise convolution as shifted multiply-adds whose kernel gradient
     sums all taps in one variadic reduction, each BatchNorm's two statistics
     (and its gradient's two sums) in one pass, the 1x1 convolutions as
@@ -258,51 +263,10 @@ def _folded_batch_norm(norm):
     return scale, shift
 
 
-def _depthwise_channels_first(x, kernel):
-    """Stride-1, zero-padded depthwise convolution of `(batch, channels,
-    rows, cols)` with a `(k, k, channels)` kernel, as `k * k` shifted
-    multiply-adds over the contiguous `rows x cols` planes."""
-    size = kernel.shape[0]
-    rows, cols = x.shape[2], x.shape[3]
-    pad = size // 2
-    padded = ops.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    out = 0.0
-    for dy in range(size):
-        for dx in range(size):
-            tap = padded[:, :, dy : dy + rows, dx : dx + cols]
-            out = out + tap * kernel[dy, dx][:, None, None]
-    return out
-
-
-def _depthwise_channels_first_grads(x, kernel, grad, sums):
-    """`(grad_x, grad_kernel)` of `_depthwise_channels_first(x, kernel)`.
-
-    The input's gradient is the same convolution with the kernel flipped.
-    The kernel's is, per tap, the sum of `grad` times the tap's shifted
-    maps; `sums(tensors, axes)` sums all `k * k` products over
-    `axes` in ONE variadic reduction, a single pass over the maps. Autodiff
-    (XLA on CPU, TensorFlow and JAX alike) materialised a shifted copy of
-    the maps per tap and reduced each separately: on `(16, 36, 197, 197)`
-    maps it made the convolution's backward ~15x its forward.
-    """
-    size = kernel.shape[0]
-    rows, cols = x.shape[2], x.shape[3]
-    pad = size // 2
-    grad_x = _depthwise_channels_first(grad, kernel[::-1, ::-1])
-    padded = ops.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    products = [
-        grad * padded[:, :, dy : dy + rows, dx : dx + cols]
-        for dy in range(size)
-        for dx in range(size)
-    ]
-    sums = sums(products, (0, 2, 3))
-    return grad_x, ops.reshape(ops.stack(sums), kernel.shape)
-
-
 def _batch_norm_channels_first(x, gamma, beta, epsilon, sums):
     """`((normalized, mean, variance), residuals)`: Keras' training-mode
     `BatchNormalization` on `(batch, channels, rows, cols)` with both sums
-    in one `sums(tensors, axes)` pass (see `_depthwise_channels_first_grads`
+    in one `sums(tensors, axes)` pass (see `depthwise_same_grads`
     and `batch_statistics`)."""
     mean, variance = batch_statistics(x, 1, lambda tensors: sums(tensors, (0, 2, 3)))
     inverse = ops.rsqrt(variance + epsilon)
@@ -331,8 +295,8 @@ def _jax_training_ops():
     the kernel's gradient contracts the pixels, the minor axis of both
     operands, so nothing is transposed (XLA's own gradient transposed the
     expanded maps twice). `depthwise(x, kernel)` is
-    `_depthwise_channels_first` with the gradient of
-    `_depthwise_channels_first_grads`. `batch_norm(x, gamma, beta, epsilon)`
+    `depthwise_same` (channels first) with the gradient of
+    `depthwise_same_grads`. `batch_norm(x, gamma, beta, epsilon)`
     is `(normalized, mean, variance)` of `_batch_norm_channels_first` with
     the gradient of `_batch_norm_channels_first_grads`.
     """
@@ -364,24 +328,18 @@ def _jax_training_ops():
 
     conv1x1.defvjp(conv1x1_fwd, conv1x1_bwd)
 
-    def sums(products, axes):
-        return jax.lax.reduce(
-            tuple(products),
-            tuple(jnp.zeros((), p.dtype) for p in products),
-            lambda a, b: tuple(u + v for u, v in zip(a, b)),
-            axes,
-        )
+    sums = variadic_sums("jax")
 
     @jax.custom_vjp
     def depthwise(x, kernel):
-        return _depthwise_channels_first(x, kernel)
+        return depthwise_same(x, kernel, 1)
 
     def depthwise_fwd(x, kernel):
-        return _depthwise_channels_first(x, kernel), (x, kernel)
+        return depthwise_same(x, kernel, 1), (x, kernel)
 
     def depthwise_bwd(residuals, grad):
         x, kernel = residuals
-        return _depthwise_channels_first_grads(x, kernel, grad, sums)
+        return depthwise_same_grads(x, kernel, grad, sums, 1)
 
     depthwise.defvjp(depthwise_fwd, depthwise_bwd)
 
@@ -406,14 +364,12 @@ def _tf_training_ops():
     `conv1x1` is `_jax_training_ops`' one, with the kernel tiled over the
     batch (autodiff's gradient of the broadcast kernel, a batched matmul
     then a sum, was ~2x slower). `depthwise` is
-    `_depthwise_channels_first` with the gradient of
-    `_depthwise_channels_first_grads`, `batch_norm` as on JAX. Their
+    `depthwise_same` (channels first) with the gradient of
+    `depthwise_same_grads`, `batch_norm` as on JAX. Their
     variadic reductions are an XLA op, so outside XLA (a `tf.function`
     without `jit_compile`, eager) each sum is a reduction of its own.
     """
     import tensorflow as tf
-    from tensorflow.compiler.tf2xla.python import xla
-    from tensorflow.python.ops import control_flow_util
 
     def conv1x1(x, kernel):
         # A tensor, not the variable: custom gradients don't take variables.
@@ -436,23 +392,14 @@ def _tf_training_ops():
 
         return tf.reshape(out, (-1, kernel.shape[1], rows, cols)), grad
 
-    def sums(products, axes):
-        graph = tf.compat.v1.get_default_graph()
-        if not control_flow_util.GraphOrParentsInXlaContext(graph):
-            return [tf.reduce_sum(p, axes) for p in products]
-        scalar = tf.TensorSpec((), products[0].dtype)
-        add = tf.function(lambda *ab: tuple(u + v for u, v in zip(ab[: len(products)],
-                                                                  ab[len(products):])))
-        add = add.get_concrete_function(*[scalar] * (2 * len(products)))
-        zeros = [tf.zeros((), p.dtype) for p in products]
-        return xla.variadic_reduce(products, zeros, axes, add)
+    sums = variadic_sums("tensorflow")
 
     @tf.custom_gradient
     def depthwise(x, kernel):
         def grad(upstream):
-            return _depthwise_channels_first_grads(x, kernel, upstream, sums)
+            return depthwise_same_grads(x, kernel, upstream, sums, 1)
 
-        return _depthwise_channels_first(x, kernel), grad
+        return depthwise_same(x, kernel, 1), grad
 
     def batch_norm(x, gamma, beta, epsilon):
         @tf.custom_gradient

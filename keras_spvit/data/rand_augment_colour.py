@@ -33,14 +33,18 @@ def _one(op):
     return run
 
 
-def _apply_tables(images, tables, offsets):
+def _table_indices(images):
+    # Flat indices into `(n * channels, 256)` tables: value + channel offset.
+    return tf.cast(images, tf.int32) + channel_offsets(images)
+
+
+def _apply_tables(indices, tables):
     """`tables[i * channels + c, v]` at every value `v` of channel `c` of image `i`.
 
-    `tables`: `(n * channels, 256)` float32; `offsets`: `channel_offsets`.
-    One `gather_nd` (about half the cost of `gather` on this CPU) with the
-    channel offsets added on equal shapes.
+    `indices`: `_table_indices` of the images; `tables`: `(n * channels,
+    256)` float32. One `gather_nd` (about half the cost of `gather` on this
+    CPU) with the channel offsets added on equal shapes.
     """
-    indices = tf.cast(images, tf.int32) + offsets
     return tf.gather_nd(tf.reshape(tables, [-1]), indices[..., None])
 
 
@@ -65,7 +69,7 @@ def _auto_contrast_batch(images, args=None):
     scale = tf.where(flat, tf.ones_like(scale), scale)
     levels = tf.range(256, dtype=tf.float64)
     tables = _truncate(levels * scale[:, None] + offset[:, None])
-    return _apply_tables(images, tf.cast(tables, tf.float32), channel_offsets(images))
+    return _apply_tables(_table_indices(images), tf.cast(tables, tf.float32))
 
 
 def _equalize_batch(images, args=None):
@@ -75,8 +79,8 @@ def _equalize_batch(images, args=None):
     # for the histograms of every image and channel, one lookup for the tables.
     channels = images.shape[-1] or 3
     tables = tf.shape(images)[0] * channels
-    offsets = channel_offsets(images)
-    values = tf.cast(images, tf.int32) + offsets
+    # The same indices count the histograms and look up the tables.
+    values = _table_indices(images)
     counts = tf.reshape(
         tf.math.bincount(tf.reshape(values, [-1]), minlength=256 * tables, maxlength=256 * tables),
         (tables, 256),
@@ -90,7 +94,7 @@ def _equalize_batch(images, args=None):
     safe_step = tf.maximum(step, 1)[:, None]
     lut = tf.minimum((safe_step // 2 + below) // safe_step, 255)
     lut = tf.where((step > 0)[:, None], lut, levels[None, :])
-    return _apply_tables(images, tf.cast(lut, tf.float32), offsets)
+    return _apply_tables(values, tf.cast(lut, tf.float32))
 
 
 def _invert_batch(images, args=None):

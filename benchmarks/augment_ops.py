@@ -4,13 +4,17 @@ Usage (the operations are TensorFlow ops, so the Keras backend does not matter):
 
     KERAS_BACKEND=tensorflow python benchmarks/augment_ops.py \\
         [--image-size 224] [--source-size 500x375] [--magnitude 9] \\
-        [--calls 20] [--repeats 7] [--only Rotate,erasing] [--json out.json]
+        [--policy rand-m9-mstd0.5] [--calls 20] [--repeats 7] [--only Rotate,erasing] [--json out.json]
 
 What is timed: every RandAugment operation of `RAND_TRANSFORMS` in the fast
 mode (`apply_op(..., exact=False)`, the kernels the training pipeline runs,
 at timm's argument for `--magnitude`, positive sign, bilinear), random
 erasing when it fires (`TrainAugment.erase` at probability 1: timm's
-per-pixel mode on a normalised image, a new box each call), the horizontal
+per-pixel mode on a normalised image, a new box each call) and when it does
+not (`erasing idle`: probability 1e-9, the gate's draw), the whole
+`--policy` (`RandAugment`: the draws and the ops drawn, a new seed each call,
+the same seeds every repeat) and its draws with no operation applied
+(`RandAugment idle`: the policy with `-p0`), the horizontal
 flip (always flipping) and the random resized crop (bicubic, antialiased,
 from a `--source-size` image, a new box each call). Each operation is one
 `tf.function` on a `--image-size` image of uint8 values (smooth gradients
@@ -46,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--source-size", default="500x375",
                    help="width x height of the random resized crop's input")
     p.add_argument("--magnitude", type=float, default=9.0, help="RandAugment magnitude (of 10)")
+    p.add_argument("--policy", default="rand-m9-mstd0.5",
+                   help="RandAugment policy of the whole-policy rows")
     p.add_argument("--calls", type=int, default=20, help="calls per operation per repeat")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only", default=None, help="comma-separated operation names")
@@ -65,7 +71,7 @@ def test_image(height, width, seed=0):
 
 def operations(args, tf):
     """`{name: (fn, input)}`: each `fn(input, seed)` one `tf.function` of one image."""
-    from keras_spvit.data.rand_augment import apply_op, level_to_arg
+    from keras_spvit.data.rand_augment import RandAugment, apply_op, level_to_arg
     from keras_spvit.data.rand_augment_policy import RAND_TRANSFORMS
     from keras_spvit.data.train_augment import TrainAugment
     from keras_spvit.data.transforms import random_resized_crop
@@ -86,6 +92,11 @@ def operations(args, tf):
     erase = TrainAugment(random_erasing=1.0)
     normalised = (image - 128.0) / 64.0
     ops["erasing"] = (lambda x, seed: erase.erase(x, seed=seed), normalised)
+    idle_erase = TrainAugment(random_erasing=1e-9)
+    ops["erasing idle"] = (lambda x, seed: idle_erase.erase(x, seed=seed), normalised)
+    for name, policy in (("RandAugment", args.policy), ("RandAugment idle", f"{args.policy}-p0")):
+        augment = RandAugment(policy)
+        ops[name] = (lambda x, seed, augment=augment: augment(x, seed), image / 255.0)
     ops["flip"] = (lambda x, seed: tf.reverse(x, axis=[1]), image / 255.0)
     ops["crop"] = (lambda x, seed: random_resized_crop(x, size, seed=seed), source)
     if args.only:

@@ -37,7 +37,8 @@ def test_augment_ops_benchmark_reports_every_operation(tmp_path):
                        "--repeats", "2", "--json", str(out_json)])
 
     names = [r["name"] for r in rows]
-    assert names == ["identity", *RAND_TRANSFORMS, "erasing", "flip", "crop"]
+    assert names == ["identity", *RAND_TRANSFORMS, "erasing", "erasing idle", "RandAugment",
+                     "RandAugment idle", "flip", "crop"]
     base = rows[0]["cpu_ms"]
     for r in rows:
         assert len(r["cpu_ms_repeats"]) == 2

@@ -4,7 +4,8 @@ Usage (the operations are TensorFlow ops, so the Keras backend does not matter):
 
     KERAS_BACKEND=tensorflow python benchmarks/augment_ops.py \\
         [--image-size 224] [--source-size 500x375] [--magnitude 9] \\
-        [--policy rand-m9-mstd0.5] [--calls 20] [--repeats 7] [--only Rotate,erasing] [--json out.json]
+        [--policy rand-m9-mstd0.5] [--calls 20] [--repeats 7] \\
+        [--only Rotate,erasing] [--json out.json]
 
 What is timed: every RandAugment operation of `RAND_TRANSFORMS` in the fast
 mode (`apply_op(..., exact=False)`, the kernels the training pipeline runs,

@@ -22,13 +22,15 @@ from a `--source-size` image, a new box each call). Each operation is one
 and noise), traced once; each call gets its own seed.
 
 Method: TensorFlow runs on ONE thread (intra- and inter-op), so CPU time is
-the operation's work, not a share of several cores. Every repeat calls each
-operation `--calls` times, the operations interleaved within the repeat (a
-slow drift of a shared machine hits them alike); `cpu_ms` is the median over
-repeats of process CPU time per call, `wall_ms` the same in wall time.
-`identity` (a function returning its input plus nothing) is the cost of one
-call of a `tf.function` itself; `net_cpu_ms` is `cpu_ms` minus it: what the
-operation adds inside a pipeline, where no Python call is paid per image.
+the operation's work, not a share of several cores (when the process already
+started TensorFlow, e.g. a test, its threads stay: `meta["one_thread"]`).
+Every repeat calls each operation `--calls` times, the operations interleaved
+within the repeat (a slow drift of a shared machine hits them alike);
+`cpu_ms` is the median over repeats of process CPU time per call, `wall_ms`
+the same in wall time. `identity` (a function returning its input,
+no work) is the cost of one call of a `tf.function` itself; `net_cpu_ms` is
+`cpu_ms` minus it: what the operation adds inside a pipeline, where no Python
+call is paid per image.
 
 `main(argv)` returns the rows for tests.
 """
@@ -145,22 +147,33 @@ def rows_of(samples):
     return rows
 
 
+def one_thread(tf):
+    """Runs TensorFlow on one thread; False when it is already set up (e.g. under pytest)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # threads cannot change once TensorFlow has started
+        return False
+    return True
+
+
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    single = one_thread(tf)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    threads = "one thread" if single else "threads as TensorFlow was already set up (not one)"
     print(f"image={args.image_size}px magnitude={args.magnitude} calls={args.calls} "
-          f"repeats={args.repeats} one thread tf={tf.__version__} load={load:.2f}", flush=True)
+          f"repeats={args.repeats} {threads} tf={tf.__version__} load={load:.2f}", flush=True)
     rows = rows_of(measure(operations(args, tf), args.calls, args.repeats, tf))
     print(f"{'operation':<16}{'CPU ms':>9}{'net':>9}{'wall ms':>9}")
     for r in rows:
         print(f"{r['name']:<16}{r['cpu_ms']:9.3f}{r['net_cpu_ms']:9.3f}{r['wall_ms']:9.3f}")
     if args.json:
         meta = {"image_size": args.image_size, "magnitude": args.magnitude,
-                "calls": args.calls, "repeats": args.repeats, "load": load}
+                "calls": args.calls, "repeats": args.repeats, "load": load,
+                "one_thread": single}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return rows

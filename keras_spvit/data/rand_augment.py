@@ -59,10 +59,11 @@ exact, code in both modes, elementwise (selections as arithmetic, several
 times cheaper than `tf.where` on an image) except autocontrast and equalize:
 PIL's 256-entry table per channel (autocontrast's float64 map evaluated at the
 256 levels; equalize's from one `tf.math.bincount` of every channel's
-histogram), applied by one `tf.gather_nd` with the channel offsets as a graph
-constant (TensorFlow's CPU kernels are several times slower on broadcasting
-binary ops than on equal shapes, so per-channel constants such as the fill
-colour are whole-image tensors: `_channel_image`). `exact=True` is the PIL-exact path
+histogram), applied by one `tf.gather_nd` with the channel offsets as one image-shaped
+tensor (TensorFlow's CPU kernels are several times slower on binary ops that
+broadcast a per-channel value than on equal shapes, so per-channel values such
+as the fill colour are image-shaped tensors built at run time:
+`keras_spvit.data.pixels`). `exact=True` is the PIL-exact path
 described next. The draws (`RandAugment.sample`) do not depend on the mode.
 
 In the exact mode, geometric operations follow PIL's affine resampling exactly: output pixel
@@ -393,10 +394,14 @@ class RandAugment:
                 return i + 1, pixels
             return i + 1, pixels, tf.ensure_shape(outputs[1], map_shape)
 
-        # A loop, not one switch per operation: the branches exist once in
-        # the graph (their size costs time per image even when not taken).
+        # One switch per operation, unrolled: with the branches kept as
+        # functions (`taken_branch_only`) only the taken one runs, and a
+        # `tf.while_loop` would add a call of its condition and body
+        # functions per round (about 0.5 ms per image with no operation
+        # applied, more than the switches themselves).
         state = (tf.constant(0), pixels) + (() if label_map is None else (label_map,))
-        state = tf.while_loop(lambda i, *_: i < self.num_ops, step, state)
+        for _ in range(self.num_ops):
+            state = step(*state)
         return state[1], (None if label_map is None else state[2])
 
     def _branch(self, name, image, label_map, magnitude, negate, bicubic):

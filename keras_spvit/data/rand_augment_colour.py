@@ -3,9 +3,9 @@
 See `keras_spvit.data.rand_augment` for the pixel scale and the batching.
 """
 
-import numpy as np
 import tensorflow as tf
 
+from keras_spvit.data.pixels import channel_offsets
 from keras_spvit.data.rand_augment_policy import _L_WEIGHTS, _float64
 
 # === Colour operations (uint8 values in float32) ===
@@ -33,41 +33,18 @@ def _one(op):
     return run
 
 
-def _channel_image(values, like, dtype=tf.float32):
-    """`values` (one per channel) broadcast to `like`'s shape, as a whole tensor.
-
-    TensorFlow's CPU kernels are several times slower on a broadcasting
-    binary op (image - per-channel constant) than on equal shapes, so the
-    kernels below combine images with whole-image tensors. When `like`'s
-    shape is static the tensor is a graph constant (built once, in numpy);
-    otherwise one `broadcast_to` per call.
-    """
-    if like.shape.is_fully_defined():
-        array = np.broadcast_to(np.asarray(values, dtype.as_numpy_dtype), like.shape)
-        return tf.constant(array)
-    return tf.broadcast_to(tf.constant(values, dtype), tf.shape(like))
+def _table_indices(images):
+    # Flat indices into `(n * channels, 256)` tables: value + channel offset.
+    return tf.cast(images, tf.int32) + channel_offsets(images)
 
 
-def _channel_offsets(images):
-    # `c * 256` at every value of channel `c` of image `i` (`i * channels + c`
-    # tables in all): flat indices into `(n * channels, 256)` tables.
-    channels = images.shape[-1] or 3
-    if images.shape.is_fully_defined():
-        n = images.shape[0]
-        offsets = np.arange(n * channels, dtype=np.int32).reshape(n, 1, 1, channels) * 256
-        return tf.constant(np.broadcast_to(offsets, images.shape))
-    offsets = tf.reshape(tf.range(tf.shape(images)[0] * channels) * 256, (-1, 1, 1, channels))
-    return tf.broadcast_to(offsets, tf.shape(images))
-
-
-def _apply_tables(images, tables, offsets):
+def _apply_tables(indices, tables):
     """`tables[i * channels + c, v]` at every value `v` of channel `c` of image `i`.
 
-    `tables`: `(n * channels, 256)` float32; `offsets`: `_channel_offsets`.
-    One `gather_nd` (about half the cost of `gather` on this CPU) with the
-    channel offsets added on equal shapes.
+    `indices`: `_table_indices` of the images; `tables`: `(n * channels,
+    256)` float32. One `gather_nd` (about half the cost of `gather` on this
+    CPU) with the channel offsets added on equal shapes.
     """
-    indices = tf.cast(images, tf.int32) + offsets
     return tf.gather_nd(tf.reshape(tables, [-1]), indices[..., None])
 
 
@@ -92,7 +69,7 @@ def _auto_contrast_batch(images, args=None):
     scale = tf.where(flat, tf.ones_like(scale), scale)
     levels = tf.range(256, dtype=tf.float64)
     tables = _truncate(levels * scale[:, None] + offset[:, None])
-    return _apply_tables(images, tf.cast(tables, tf.float32), _channel_offsets(images))
+    return _apply_tables(_table_indices(images), tf.cast(tables, tf.float32))
 
 
 def _equalize_batch(images, args=None):
@@ -102,8 +79,8 @@ def _equalize_batch(images, args=None):
     # for the histograms of every image and channel, one lookup for the tables.
     channels = images.shape[-1] or 3
     tables = tf.shape(images)[0] * channels
-    offsets = _channel_offsets(images)
-    values = tf.cast(images, tf.int32) + offsets
+    # The same indices count the histograms and look up the tables.
+    values = _table_indices(images)
     counts = tf.reshape(
         tf.math.bincount(tf.reshape(values, [-1]), minlength=256 * tables, maxlength=256 * tables),
         (tables, 256),
@@ -117,7 +94,7 @@ def _equalize_batch(images, args=None):
     safe_step = tf.maximum(step, 1)[:, None]
     lut = tf.minimum((safe_step // 2 + below) // safe_step, 255)
     lut = tf.where((step > 0)[:, None], lut, levels[None, :])
-    return _apply_tables(images, tf.cast(lut, tf.float32), offsets)
+    return _apply_tables(values, tf.cast(lut, tf.float32))
 
 
 def _invert_batch(images, args=None):

@@ -5,7 +5,7 @@ See `keras_spvit.data.rand_augment` ("exact=False").
 
 import tensorflow as tf
 
-from keras_spvit.data.rand_augment_colour import _channel_image
+from keras_spvit.data.pixels import channel_image
 
 
 def _projective_transform(images, matrix, interpolation):
@@ -52,9 +52,9 @@ def _warp_images_fast(images, matrix, interpolation, fill):
     to the edge pixel instead). Truncated to the uint8 grid as PIL stores
     values; the small offset absorbs float32 rounding of exact integers.
     """
-    # The fill as a whole image (`_channel_image`): a per-channel constant
+    # The fill as a whole image (`channel_image`): a per-channel constant
     # broadcast inside the subtraction costs several times a plain one.
-    fill = _channel_image(fill, images)
+    fill = channel_image(fill, images)
     kind = "NEAREST" if interpolation == "nearest" else "BILINEAR"
     if isinstance(matrix, tf.Tensor):  # V3 rows already (`_v3_rows`)
         out = _v3(images - fill, matrix, kind)
@@ -137,8 +137,8 @@ def _translate_image_fast(image, along_x, offset, fill):
     before_y, before_x = tf.maximum(-ky, 0), tf.maximum(-kx, 0)
     # Padding `image - fill` with zeros and adding the fill back to each
     # window (exact: integers) brings in the fill colour; the fill is a
-    # whole image (`_channel_image`), no per-channel broadcast.
-    fill = _channel_image(fill, image)
+    # whole image (`channel_image`), no per-channel broadcast.
+    fill = channel_image(fill, image)
     padded = tf.pad(
         image - fill,
         [[before_y, tf.maximum(ky + dy, 0)], [before_x, tf.maximum(kx + dx, 0)], [0, 0]],

@@ -1,0 +1,60 @@
+"""Smoke test of benchmarks/augment_ops.py at toy size (32 px, one call, one repeat)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from keras_spvit.data.rand_augment_policy import RAND_TRANSFORMS
+
+# TensorFlow ops (the data pipeline's), backend-independent: run once, on TensorFlow.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="tf.data operations, backend-independent: run once, on TensorFlow",
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "augment_ops.py"
+
+
+def _load_script():
+    # benchmarks/ is not a package: load the script from its path (registered,
+    # so that AutoGraph can read the source of its functions).
+    spec = importlib.util.spec_from_file_location("augment_ops_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_augment_ops_benchmark_reports_every_operation(tmp_path):
+    bench = _load_script()
+    out_json = tmp_path / "ops.json"
+    rows = bench.main(["--image-size", "32", "--source-size", "40x30", "--calls", "1",
+                       "--repeats", "2", "--json", str(out_json)])
+
+    names = [r["name"] for r in rows]
+    assert names == ["identity", *RAND_TRANSFORMS, "erasing", "erasing idle", "RandAugment",
+                     "RandAugment idle", "flip", "crop"]
+    base = rows[0]["cpu_ms"]
+    for r in rows:
+        assert len(r["cpu_ms_repeats"]) == 2
+        assert math.isfinite(r["cpu_ms"]) and r["cpu_ms"] >= 0, r
+        assert math.isfinite(r["wall_ms"]) and r["wall_ms"] > 0, r
+        assert math.isclose(r["net_cpu_ms"], 0.0 if r["name"] == "identity" else r["cpu_ms"] - base)
+    saved = json.loads(out_json.read_text())
+    assert saved["meta"]["image_size"] == 32
+    assert saved["meta"]["one_thread"] in (True, False)  # False once pytest started TensorFlow
+    assert [r["name"] for r in saved["rows"]] == names
+
+
+def test_augment_ops_benchmark_only_keeps_identity(tmp_path):
+    bench = _load_script()
+    rows = bench.main(["--image-size", "16", "--calls", "1", "--repeats", "1",
+                       "--only", "Rotate,erasing"])
+    assert [r["name"] for r in rows] == ["identity", "Rotate", "erasing"]
+    with pytest.raises(SystemExit, match="unknown operations"):
+        bench.main(["--image-size", "16", "--only", "Nope"])

@@ -72,6 +72,20 @@ def load_fixture(name):
     return arrays, state_dict, meta
 
 
+def load_benchmark(name):
+    """`benchmarks/<name>.py` as a module (benchmarks/ is not a package), registered in
+    `sys.modules` so that AutoGraph can read the source of its functions."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def nhwc(images):
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 

@@ -1,15 +1,13 @@
 """Smoke test of benchmarks/augment_ops.py at toy size (32 px, one call, one repeat)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 
 from keras_spvit.data.rand_augment_policy import RAND_TRANSFORMS
+from tests.conftest import load_benchmark
 
 # TensorFlow ops (the data pipeline's), backend-independent: run once, on TensorFlow.
 pytestmark = pytest.mark.skipif(
@@ -17,21 +15,9 @@ pytestmark = pytest.mark.skipif(
     reason="tf.data operations, backend-independent: run once, on TensorFlow",
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "augment_ops.py"
-
-
-def _load_script():
-    # benchmarks/ is not a package: load the script from its path (registered,
-    # so that AutoGraph can read the source of its functions).
-    spec = importlib.util.spec_from_file_location("augment_ops_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_augment_ops_benchmark_reports_every_operation(tmp_path):
-    bench = _load_script()
+    bench = load_benchmark("augment_ops")
     out_json = tmp_path / "ops.json"
     rows = bench.main(["--image-size", "32", "--source-size", "40x30", "--calls", "1",
                        "--repeats", "2", "--json", str(out_json)])
@@ -52,7 +38,7 @@ def test_augment_ops_benchmark_reports_every_operation(tmp_path):
 
 
 def test_augment_ops_benchmark_only_keeps_identity(tmp_path):
-    bench = _load_script()
+    bench = load_benchmark("augment_ops")
     rows = bench.main(["--image-size", "16", "--calls", "1", "--repeats", "1",
                        "--only", "Rotate,erasing"])
     assert [r["name"] for r in rows] == ["identity", "Rotate", "erasing"]

@@ -1,26 +1,15 @@
 """Smoke test of benchmarks/throughput.py on tiny models (current backend)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
 import keras_spvit
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-
-
-def _load_script():
-    # benchmarks/ is not a package: load the script from its path.
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def test_throughput_script_runs_and_reports(capsys):
-    throughput = _load_script()
+    throughput = load_benchmark("throughput")
     results = throughput.main(
         ["--model", "SPViT_Tiny", "LVViT_Tiny", "--batch-size", "2",
          "--image-size", "32", "--warmup", "1", "--repeats", "2", "--jit", "off",
@@ -61,7 +50,7 @@ def test_throughput_script_runs_and_reports(capsys):
 
 
 def test_bfloat16_rows_use_the_bfloat16_peak():
-    throughput = _load_script()
+    throughput = load_benchmark("throughput")
     peaks = {"float32": 100.0, "bfloat16": 400.0}
     row = throughput._row("M", "train", "off", 10, first_call=1.0, times=[2.0, 4.0, 1.0],
                           steps=1, batch_size=8, dtype="mixed_bfloat16", macs=10**9,
@@ -77,7 +66,7 @@ def test_bfloat16_rows_use_the_bfloat16_peak():
 
 
 def test_keras_hub_vit_macs_formula():
-    throughput = _load_script()
+    throughput = load_benchmark("throughput")
     # DeiT-S at 224 px: 4.6 GMACs (fvcore, as DeiT reports), here by the rules
     # of count_macs: patch conv, 12 blocks (qkv, proj, MLP, 2 attention products), head.
     tokens, dim = 197, 384
@@ -89,7 +78,7 @@ def test_keras_hub_vit_macs_formula():
 
 
 def test_peak_meter_takes_the_best_engine_of_the_samples_since_reset():
-    throughput = _load_script()
+    throughput = load_benchmark("throughput")
     values = {("float32", "xla"): iter([50.0, 10.0, 60.0, 55.0, 1.0, 1.0, 1.0]),
               ("float32", "graph"): iter([40.0, 45.0, 42.0, 90.0, 90.0, 90.0]),
               ("bfloat16", "xla"): iter([20.0, 30.0, 25.0, 7.0, 7.0, 7.0])}

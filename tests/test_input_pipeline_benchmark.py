@@ -1,13 +1,12 @@
 """Smoke test of benchmarks/input_pipeline.py at toy size (8 tiny JPEGs, one repeat)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import keras
 import pytest
+
+from tests.conftest import load_benchmark
 
 # The benchmark times tf.data pipelines (the Makefile runs it on TensorFlow);
 # they run the same under every Keras backend.
@@ -16,21 +15,9 @@ pytestmark = pytest.mark.skipif(
     reason="tf.data pipelines, backend-independent: run once, on TensorFlow",
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
-
-
-def _load_script():
-    # benchmarks/ is not a package: load the script from its path (registered,
-    # so that AutoGraph can read the source of its functions).
-    spec = importlib.util.spec_from_file_location("input_pipeline_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, capsys):
-    bench = _load_script()
+    bench = load_benchmark("input_pipeline")
     out_json = tmp_path / "rows.json"
     argv = ["--recipe", "spvit", "--images", "8", "--classes", "2", "--batch-size", "4",
             "--image-size", "32", "--source-size", "40x30", "--repeats", "1", "--warmup", "0",
@@ -93,7 +80,7 @@ def test_input_pipeline_benchmark_reports_every_pipeline_and_stage(tmp_path, cap
 
 
 def test_input_pipeline_benchmark_measures_only_the_rows_asked_for(tmp_path, capsys):
-    bench = _load_script()
+    bench = load_benchmark("input_pipeline")
     argv = ["--recipe", "spvit", "--images", "4", "--classes", "2", "--batch-size", "2",
             "--image-size", "16", "--source-size", "20x15", "--repeats", "1", "--warmup", "0",
             "--dir", str(tmp_path / "jpegs"), "--only", "train_off,train"]
@@ -108,7 +95,7 @@ def test_input_pipeline_benchmark_measures_only_the_rows_asked_for(tmp_path, cap
 def test_read_epochs_splits_one_iterator_into_epochs():
     import tensorflow as tf
 
-    bench = _load_script()
+    bench = load_benchmark("input_pipeline")
     dataset = tf.data.Dataset.from_tensor_slices(tf.zeros((6, 2, 2, 3))).batch(2)
     first, epochs = bench._read_epochs(dataset, elements_per_epoch=3, epochs=3)
     assert [n for _, _, n in epochs] == [6, 6, 6]

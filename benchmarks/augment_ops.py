@@ -32,6 +32,19 @@ no work) is the cost of one call of a `tf.function` itself; `net_cpu_ms` is
 `cpu_ms` minus it: what the operation adds inside a pipeline, where no Python
 call is paid per image.
 
+`--pipeline` measures the same operations where the training pipeline runs
+them: each is the `map` of its own endless `tf.data` iterator (one private
+thread, a new seed per element, batched by 8 and reduced to one value per
+image), created and warmed up before timing, so the rows are the
+steady-state CPU ms per image with no Python call per image and no iterator
+start-up (a `Dataset.reduce` per repeat would pay the function instantiation
+of every map each time: for RandAugment's switches that is several ms per
+image at a few hundred images). `--calls` is then the images per repeat.
+Both modes add `share`, how often an operation runs per image under
+`--policy` and `--erasing`, and print the expected augmentation cost per
+image: `RandAugment idle + sum(share * net) + erasing idle + erasing *
+(erasing - erasing idle)`, the budget the pipeline's ratio is made of.
+
 `main(argv)` returns the rows for tests.
 """
 
@@ -55,7 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--magnitude", type=float, default=9.0, help="RandAugment magnitude (of 10)")
     p.add_argument("--policy", default="rand-m9-mstd0.5",
                    help="RandAugment policy of the whole-policy rows")
-    p.add_argument("--calls", type=int, default=20, help="calls per operation per repeat")
+    p.add_argument("--calls", type=int, default=20,
+                   help="calls (with --pipeline: images) per operation per repeat")
+    p.add_argument("--pipeline", action="store_true",
+                   help="time each operation inside a running tf.data iterator (steady state)")
+    p.add_argument("--erasing", type=float, default=0.25,
+                   help="erasing probability of the expected-cost line")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only", default=None, help="comma-separated operation names")
     p.add_argument("--json", default=None, help="also write the rows here")
@@ -132,6 +150,64 @@ def measure(ops, calls, repeats, tf):
     return samples
 
 
+def measure_pipeline(ops, images, repeats, tf):
+    """`measure` inside `tf.data`: one endless iterator per operation, interleaved repeats.
+
+    Each element gets its own seed `(index, 7)`; batches of 8 are reduced to
+    one value per image (a slice, the same for every row), so the rows
+    differ only by the operation.
+    """
+    batch = 8
+
+    def iterator(fn, x):
+        def apply(index, x):
+            return fn(x, tf.stack([tf.cast(index, tf.int32), 7]))
+
+        dataset = tf.data.Dataset.from_tensors(x).repeat().enumerate().map(apply)
+        dataset = dataset.batch(batch).map(lambda y: tf.reshape(y, (batch, -1))[:, 0])
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = 1
+        it = iter(dataset.with_options(options))
+        for _ in range(3):  # start-up and warm-up, untimed
+            next(it)
+        return it
+
+    iterators = {name: iterator(fn, x) for name, (fn, x) in ops.items()}
+    steps = max(1, images // batch)
+    samples = {name: ([], []) for name in ops}
+    for _ in range(repeats):
+        for name, it in iterators.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(steps):
+                next(it)
+            samples[name][0].append((time.process_time() - c0) / (steps * batch) * 1e3)
+            samples[name][1].append((time.perf_counter() - t0) / (steps * batch) * 1e3)
+    return samples
+
+
+def shares(args):
+    """`{name: runs per image}`: RandAugment's operations under `--policy`
+    (`num_ops * prob / len(transforms)`), erasing at `--erasing`, 1 for the rest."""
+    from keras_spvit.data.rand_augment import RandAugment
+
+    augment = RandAugment(args.policy)
+    per_op = augment.num_ops * augment.prob / len(augment.transforms)
+    table = {name: per_op for name in augment.transforms}
+    table["erasing"] = args.erasing
+    return table
+
+
+def expected_ms(rows, args):
+    """Expected augmentation CPU ms per image (RandAugment + erasing) from the rows."""
+    net = {r["name"]: r["net_cpu_ms"] for r in rows}
+    share = shares(args)
+    if not {"RandAugment idle", "erasing", "erasing idle"} <= set(net):
+        return None
+    ops = sum(share[name] * net[name] for name in net if name in share and name != "erasing")
+    erasing = net["erasing idle"] + args.erasing * (net["erasing"] - net["erasing idle"])
+    return net["RandAugment idle"] + ops + erasing
+
+
 def rows_of(samples):
     base = statistics.median(samples["identity"][0])
     rows = []
@@ -166,14 +242,23 @@ def main(argv=None):
     threads = "one thread" if single else "threads as TensorFlow was already set up (not one)"
     print(f"image={args.image_size}px magnitude={args.magnitude} calls={args.calls} "
           f"repeats={args.repeats} {threads} tf={tf.__version__} load={load:.2f}", flush=True)
-    rows = rows_of(measure(operations(args, tf), args.calls, args.repeats, tf))
-    print(f"{'operation':<16}{'CPU ms':>9}{'net':>9}{'wall ms':>9}")
+    timer = measure_pipeline if args.pipeline else measure
+    rows = rows_of(timer(operations(args, tf), args.calls, args.repeats, tf))
+    share = shares(args)
     for r in rows:
-        print(f"{r['name']:<16}{r['cpu_ms']:9.3f}{r['net_cpu_ms']:9.3f}{r['wall_ms']:9.3f}")
+        r["share"] = share.get(r["name"], 1.0)
+    print(f"{'operation':<16}{'CPU ms':>9}{'net':>9}{'wall ms':>9}{'share':>7}")
+    for r in rows:
+        print(f"{r['name']:<16}{r['cpu_ms']:9.3f}{r['net_cpu_ms']:9.3f}{r['wall_ms']:9.3f}"
+              f"{r['share']:7.3f}")
+    expected = expected_ms(rows, args)
+    if expected is not None:
+        print(f"expected augmentation CPU ms per image (RandAugment + erasing): {expected:.3f}")
     if args.json:
         meta = {"image_size": args.image_size, "magnitude": args.magnitude,
                 "calls": args.calls, "repeats": args.repeats, "load": load,
-                "one_thread": single}
+                "one_thread": single, "pipeline": args.pipeline,
+                "expected_ms": expected}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return rows

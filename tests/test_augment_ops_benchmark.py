@@ -44,3 +44,25 @@ def test_augment_ops_benchmark_only_keeps_identity(tmp_path):
     assert [r["name"] for r in rows] == ["identity", "Rotate", "erasing"]
     with pytest.raises(SystemExit, match="unknown operations"):
         bench.main(["--image-size", "16", "--only", "Nope"])
+
+
+def test_pipeline_mode_times_inside_tf_data_and_adds_up_the_expected_cost(tmp_path):
+    bench = load_benchmark("augment_ops")
+    out_json = tmp_path / "ops.json"
+    picked = ["Rotate", "Equalize", "erasing", "erasing idle", "RandAugment idle", "crop"]
+    rows = bench.main(["--pipeline", "--image-size", "16", "--source-size", "20x16",
+                       "--calls", "8", "--repeats", "2", "--erasing", "0.5",
+                       "--only", ",".join(picked), "--json", str(out_json)])
+    by_name = {r["name"]: r for r in rows}
+    assert sorted(by_name) == sorted(["identity", *picked])
+    for r in rows:
+        assert len(r["cpu_ms_repeats"]) == 2 and math.isfinite(r["cpu_ms"]), r
+    # rand-m9-mstd0.5: two rounds, each applies one of the 15 operations with probability 0.5.
+    for name in ("Rotate", "Equalize"):
+        assert by_name[name]["share"] == pytest.approx(2 * 0.5 / len(RAND_TRANSFORMS))
+    assert by_name["erasing"]["share"] == 0.5 and by_name["crop"]["share"] == 1.0
+    net = {name: r["net_cpu_ms"] for name, r in by_name.items()}
+    want = (net["RandAugment idle"] + (net["Rotate"] + net["Equalize"]) / len(RAND_TRANSFORMS)
+            + net["erasing idle"] + 0.5 * (net["erasing"] - net["erasing idle"]))
+    meta = json.loads(out_json.read_text())["meta"]
+    assert meta["pipeline"] is True and meta["expected_ms"] == pytest.approx(want)

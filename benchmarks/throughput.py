@@ -33,6 +33,12 @@ the float32 peak). On TensorFlow it is the better of XLA and the graph's
 oneDNN kernels, whatever the row's jit: on a CPU with AMX/AVX512-BF16,
 oneDNN multiplies bfloat16 about 5x faster than float32 while XLA gains
 nothing, and one ceiling per dtype keeps jit on/off rows comparable.
+On TensorFlow the "% own engine's peak" column divides by the peak of the
+engine the row ran on (XLA for `--jit on`, oneDNN for `--jit off`), sampled in
+the same repeats: even in float32 XLA's own square matmul runs at ~0.7x
+oneDNN's on an AVX512 CPU, so an XLA-trained model cannot reach more than
+that share of "peak"; `benchmarks/matmul_ceiling.py` gives the share of its
+own engine's peak that a block's matmuls reach alone.
 Baselines from other packages give their MACs by formula (see `BASELINES`).
 
 `--jit on` compiles with `jit_compile=True` (XLA on TensorFlow and JAX,
@@ -228,6 +234,10 @@ class PeakMeter:
                 best[dtype] = max(best.get(dtype, 0.0), statistics.median(values))
         return best
 
+    def engine_peaks(self):
+        """`{(dtype, engine): median}`: each engine's own peak over the same samples."""
+        return {key: statistics.median(values) for key, values in self.samples.items() if values}
+
 
 def _short(exc):
     msg = str(exc).strip().splitlines()
@@ -240,8 +250,10 @@ FORWARD_PASSES = {"infer": 1, "train": 3}
 
 
 def _row(name, mode, jit, params, first_call=None, times=None, steps=1,
-         batch_size=1, error=None, dtype="float32", macs=None, peaks=None):
-    """One result; `peaks` maps "float32"/"bfloat16" to the peak GFLOP/s."""
+         batch_size=1, error=None, dtype="float32", macs=None, peaks=None,
+         engine_peak=None):
+    """One result; `peaks` maps "float32"/"bfloat16" to the peak GFLOP/s (the
+    best engine's), `engine_peak` is the peak of the engine the row ran on."""
     ips = [steps * batch_size / t for t in times] if times else []
     images_per_s = statistics.median(ips) if ips else None
     flops = 2 * FORWARD_PASSES[mode] * macs if macs else None
@@ -256,6 +268,7 @@ def _row(name, mode, jit, params, first_call=None, times=None, steps=1,
         "ratio": None, "first_call_s": first_call, "times_s": times or [],
         "flops_per_image": flops, "gflops": gflops, "peak_gflops": peak,
         "pct_peak": share(peak), "pct_fp32_peak": share(peaks.get("float32")),
+        "engine_peak_gflops": engine_peak, "pct_engine_peak": share(engine_peak),
         "error": error,
     }
 
@@ -408,12 +421,14 @@ def run_group(keras, models, args, step, jit, params, macs, meter):
                 except Exception as e:  # noqa: BLE001
                     rows[key] = failure(key, _short(e))
                     del times[key]
-        peaks = meter.peaks()
+        peaks, engine_peaks = meter.peaks(), meter.engine_peaks()
         for key in times:
             dtype, name = key
+            compute = "bfloat16" if is_bfloat16(dtype) else "float32"
             rows[key] = _row(name, mode, jit, params[name], first[key], times[key],
                              args.steps, args.batch_size, dtype=dtype, macs=macs[name],
-                             peaks=peaks)
+                             peaks=peaks,
+                             engine_peak=engine_peaks.get((compute, engine_of(keras, jit))))
         base = rows[next(iter(models))]["images_per_s"]
         if len(models) > 1 and base:
             for row in rows.values():
@@ -423,10 +438,21 @@ def run_group(keras, models, args, step, jit, params, macs, meter):
     return results
 
 
+def engine_of(keras, jit):
+    """The `PeakMeter` engine a row with `jit` ("on"/"off") runs its matmuls on:
+    on TensorFlow "xla" or "graph" (oneDNN), one engine ("") elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return ""
+    return "xla" if jit == "on" else "graph"
+
+
 def print_table(results, multi):
     bf16 = any(is_bfloat16(r["dtype"]) for r in results)
+    engines = any(r.get("engine_peak_gflops") not in (None, r.get("peak_gflops"))
+                  for r in results)
     cols = ["model", "dtype", "mode", "jit", "img/s median", "min", "max"]
     cols += ["ratio"] * multi + ["GFLOP/s", "peak", "% peak"] + ["% fp32 peak"] * bf16
+    cols += ["% own engine's peak"] * engines
     cols += ["1st call s"]
     text = 4  # leading text columns, left-aligned
     num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -441,6 +467,7 @@ def print_table(results, multi):
             cells += [num(r["gflops"], ".1f"), num(r["peak_gflops"], ".0f"),
                       num(r["pct_peak"], ".1f")]
             cells += [num(r["pct_fp32_peak"], ".1f")] * bf16
+            cells += [num(r["pct_engine_peak"], ".1f")] * engines
             cells += [f"{r['first_call_s']:.1f}"]
         lines.append(cells)
     # Failure messages span the numeric columns, so they don't set widths.

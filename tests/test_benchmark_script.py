@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import pytest
 
 import keras_spvit
@@ -43,6 +44,9 @@ def test_throughput_script_runs_and_reports(capsys):
         assert r["gflops"] == pytest.approx(r["flops_per_image"] * r["images_per_s"] / 1e9)
         assert r["pct_peak"] == pytest.approx(100 * r["gflops"] / r["peak_gflops"])
         assert r["pct_fp32_peak"] == r["pct_peak"]  # float32 rows: the same peak
+        # ... and the share of the peak of the engine the row ran on (XLA or oneDNN).
+        assert r["pct_engine_peak"] == pytest.approx(100 * r["gflops"] / r["engine_peak_gflops"])
+        assert r["engine_peak_gflops"] <= r["peak_gflops"]
 
     out = capsys.readouterr().out
     assert "backend=" in out and "SPViT_Tiny" in out and "ratio" in out
@@ -91,3 +95,20 @@ def test_peak_meter_takes_the_best_engine_of_the_samples_since_reset():
     meter.reset()
     meter.sample()  # the next repeat only: xla 1 (55, 1, 1), graph 90
     assert meter.peaks() == {"float32": 90.0, "bfloat16": 7.0}
+
+
+def test_rows_also_give_the_share_of_their_own_engines_peak():
+    throughput = load_benchmark("throughput")
+    meter = throughput.PeakMeter({("float32", "xla"): lambda: 100.0,
+                                  ("float32", "graph"): lambda: 200.0}, runs=2)
+    meter.sample()
+    assert meter.peaks() == {"float32": 200.0}
+    assert meter.engine_peaks() == {("float32", "xla"): 100.0, ("float32", "graph"): 200.0}
+    # 4 img/s x 6 GFLOP = 24 GFLOP/s: 12% of the best engine, 24% of XLA's own peak.
+    row = throughput._row("M", "train", "on", 10, first_call=1.0, times=[2.0], steps=1,
+                          batch_size=8, macs=10**9, peaks=meter.peaks(),
+                          engine_peak=meter.engine_peaks()["float32", "xla"])
+    assert row["pct_peak"] == pytest.approx(12.0)
+    assert row["pct_engine_peak"] == pytest.approx(24.0)
+    assert throughput.engine_of(keras, "on") == (
+        "xla" if keras.backend.backend() == "tensorflow" else "")

@@ -311,7 +311,7 @@ def main(argv=None):
     # TensorFlow XLA and the oneDNN graph kernels, which differ a lot in
     # bfloat16), so every row of a dtype shares one ceiling whatever its jit.
     compute_dtypes = ["float32"] + ["bfloat16"] * any(map(is_bfloat16, args.dtype))
-    engines = {"xla": True, "graph": False} if backend == "tensorflow" else {"": True}
+    engines = backend_engines(keras)
     peaks, engine_peaks, timers = {}, {}, {}
     for dtype in compute_dtypes:
         for engine, jit in engines.items():
@@ -438,12 +438,21 @@ def run_group(keras, models, args, step, jit, params, macs, meter):
     return results
 
 
+def backend_engines(keras):
+    """`{engine: jit}`: the matmul engines of the backend whose peaks are sampled.
+    TensorFlow has two, XLA ("xla", jit) and the graph's oneDNN kernels ("graph");
+    the other backends one ("")."""
+    if keras.backend.backend() == "tensorflow":
+        return {"xla": True, "graph": False}
+    return {"": True}
+
+
 def engine_of(keras, jit):
-    """The `PeakMeter` engine a row with `jit` ("on"/"off") runs its matmuls on:
-    on TensorFlow "xla" or "graph" (oneDNN), one engine ("") elsewhere."""
-    if keras.backend.backend() != "tensorflow":
-        return ""
-    return "xla" if jit == "on" else "graph"
+    """The `PeakMeter` engine a row with `jit` ("on"/"off") runs its matmuls on."""
+    engines = backend_engines(keras)
+    if len(engines) == 1:
+        return next(iter(engines))
+    return next(engine for engine, on in engines.items() if on == (jit == "on"))
 
 
 def print_table(results, multi):

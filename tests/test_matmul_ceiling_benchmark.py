@@ -1,12 +1,19 @@
 """Smoke test of benchmarks/matmul_ceiling.py at toy size, on every backend."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from tests.conftest import load_benchmark
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_on_path(monkeypatch):
+    # The script imports `throughput` beside it, as when it runs from benchmarks/.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.mark.parametrize("transpose_a", [False, True])

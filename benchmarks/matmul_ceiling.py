@@ -4,6 +4,7 @@ Usage (the backend is taken from KERAS_BACKEND):
 
     KERAS_BACKEND=tensorflow python benchmarks/matmul_ceiling.py \\
         [--batch-size 16] [--tokens 197] [--dim 384] [--heads 6] [--mlp-ratio 4] \\
+        [--depth 1] [--stem none] [--image-size 224] \\
         [--jit on] [--dtype float32] [--repeats 7] [--peak-size 2048] [--json out.json]
 
 The defaults are the blocks of SPViT_S / DeiT-S at 224 px. A training step
@@ -27,6 +28,14 @@ times). A whole training step also spends time on norms, softmax, GELU,
 copies and the optimizer, so its share of the peak is below this ceiling;
 `benchmarks/throughput.py --mode train` reports that share for a model.
 
+`--depth D --stem 4_2` makes it a model's ceiling: D blocks (each of their
+products counted D times) and a convolutional stem's convolutions at
+`--image-size` (forward, input gradient and kernel gradient of each; the
+first convolution's input is the image, so it has no input gradient), e.g.
+SPViT_S: `--depth 16 --stem 4_2`. Each convolution runs as the backend's
+own (`keras.ops.conv`, its gradients by the backend's autodiff), compiled
+as the products are.
+
 `main(argv)` returns `{"peak_gflops", "ceiling", "products": [...]}`.
 """
 
@@ -45,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--mlp-ratio", type=float, default=4.0)
+    p.add_argument("--depth", type=int, default=1, help="blocks (each product counted D times)")
+    p.add_argument("--stem", choices=["none", *STEM_WIDTHS], default="none")
+    p.add_argument("--image-size", type=int, default=224, help="the stem's input side")
     p.add_argument("--jit", choices=["on", "off"], default="on")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--repeats", type=int, default=7)
@@ -54,6 +66,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.dim % args.heads:
         p.error(f"--dim must be divisible by --heads; got --dim {args.dim} --heads {args.heads}")
+    if args.stem != "none" and args.image_size % 16:
+        p.error(f"--image-size must be a multiple of the stem's stride 16; got {args.image_size}")
+    if args.depth < 1:
+        p.error(f"--depth must be at least 1; got {args.depth}")
     return args
 
 
@@ -86,6 +102,108 @@ def block_products(batch, tokens, dim, heads, mlp_ratio):
                  ("w@v dw", per_head, per_head, False, True),
                  ("w@v dv", maps, per_head, True, False)]
     return products
+
+
+# The convolutional stems' widths, as `keras_spvit.layers.conv_stem.STEM_WIDTHS`
+# (a benchmark does not import the package before its backend is set).
+STEM_WIDTHS = {"4_2": (64, 64, 64), "4_2_128": (128, 128, 128), "refiner": (32, 64, 128)}
+
+
+def stem_convolutions(batch, image_size, widths, dim):
+    """The convolutions of a conv stem's training step, channels-last.
+
+    conv 7x7 stride 2 (input pre-padded by 3), conv 3x3 and conv 3x3
+    ("same"), then the 8x8 stride-8 projection to `dim` (as the model runs
+    it: one matmul of the 8x8 patches, so it is a product here).
+
+    Returns:
+        list of `(name, input_shape, kernel_shape, stride, padding, output_shape, gradient)`
+        with `gradient` one of `"fwd"`, `"dx"`, `"dw"`, and the projection's
+        products as `block_products` gives them.
+
+    Example:
+
+    >>> convs, products = stem_convolutions(2, 32, (8, 8, 8), 16)
+    >>> [c[0] for c in convs][:5]
+    ['conv1 fwd', 'conv1 dw', 'conv2 fwd', 'conv2 dx', 'conv2 dw']
+    >>> [p[0] for p in products]
+    ['proj fwd', 'proj dx', 'proj dw']
+    """
+    half = image_size // 2
+    first, second, third = widths
+    layers = [("conv1", (batch, image_size + 6, image_size + 6, 3), (7, 7, 3, first), 2,
+               "valid", (batch, half, half, first)),
+              ("conv2", (batch, half, half, first), (3, 3, first, second), 1, "same",
+               (batch, half, half, second)),
+              ("conv3", (batch, half, half, second), (3, 3, second, third), 1, "same",
+               (batch, half, half, third))]
+    convs = []
+    for name, x_shape, w_shape, stride, padding, y_shape in layers:
+        for gradient in ("fwd", "dw") if name == "conv1" else ("fwd", "dx", "dw"):
+            convs.append((f"{name} {gradient}", x_shape, w_shape, stride, padding, y_shape,
+                          gradient))
+    rows, patch = batch * (image_size // 16) ** 2, 64 * third
+    products = [("proj fwd", (rows, patch), (patch, dim), False, False),
+                ("proj dx", (rows, dim), (patch, dim), False, True),
+                ("proj dw", (rows, patch), (rows, dim), True, False)]
+    return convs, products
+
+
+def convolution_flops(output_shape, kernel_shape):
+    """2 x multiply-adds of a convolution (its forward; each gradient is as many).
+
+    Example:
+
+    >>> convolution_flops((1, 4, 4, 8), (3, 3, 2, 8))
+    4608
+    """
+    return 2 * int(np.prod(output_shape)) * int(np.prod(kernel_shape[:3]))
+
+
+def compiled_convolution(keras, stride, padding, gradient, jit):
+    """`f(x, w, dy)`: the convolution's output (`fwd`), or its input or
+    kernel gradient for the output gradient `dy`, by the backend's autodiff."""
+    from keras import ops
+
+    def conv(x, w):
+        return ops.conv(x, w, strides=stride, padding=padding)
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def step(x, w, dy):
+            if gradient == "fwd":
+                return conv(x, w)
+            with tf.GradientTape() as tape:
+                target = x if gradient == "dx" else w
+                tape.watch(target)
+                y = conv(x, w)
+            return tape.gradient(y, target, output_gradients=dy)
+
+        return tf.function(step, jit_compile=jit)
+    if backend == "jax":
+        import jax
+
+        def step(x, w, dy):
+            if gradient == "fwd":
+                return conv(x, w)
+            if gradient == "dx":
+                return jax.vjp(lambda t: conv(t, w), x)[1](dy)[0]
+            return jax.vjp(lambda t: conv(x, t), w)[1](dy)[0]
+
+        return jax.jit(step) if jit else step
+    import torch
+
+    def step(x, w, dy):
+        if gradient == "fwd":
+            with torch.no_grad():
+                return conv(x, w)
+        target = (x if gradient == "dx" else w).detach().requires_grad_(True)
+        y = conv(target, w) if gradient == "dx" else conv(x, target)
+        return torch.autograd.grad(y, target, dy)[0]
+
+    return step
 
 
 def product_flops(a_shape, b_shape, transpose_a, transpose_b):
@@ -132,15 +250,15 @@ def compiled_product(keras, transpose_a, transpose_b, jit):
     return product
 
 
-def _timer(keras, fn, a, b, runs):
+def _timer(keras, fn, *args, runs):
     from keras import ops
 
-    ops.convert_to_numpy(fn(a, b))  # compile / warm up
+    ops.convert_to_numpy(fn(*args))  # compile / warm up
 
     def run():
         start = time.perf_counter()
         for _ in range(runs):
-            out = fn(a, b)
+            out = fn(*args)
         ops.convert_to_numpy(out)
         return (time.perf_counter() - start) / runs
 
@@ -162,17 +280,27 @@ def main(argv=None):
     jit = args.jit == "on"
     size = args.peak_size
     peak_run = matmul_timer(keras, size, args.dtype, jit)
-    products = []
-    for name, a_shape, b_shape, ta, tb in block_products(
-        args.batch_size, args.tokens, args.dim, args.heads, args.mlp_ratio
-    ):
-        products.append({
-            "name": name, "a": a_shape, "b": b_shape,
-            "flops": product_flops(a_shape, b_shape, ta, tb),
-            "timer": _timer(keras, compiled_product(keras, ta, tb, jit),
-                            tensor(a_shape), tensor(b_shape), args.runs),
-            "times_s": [],
-        })
+    def product(name, a_shape, b_shape, ta, tb, count):
+        return {"name": name, "a": a_shape, "b": b_shape, "count": count,
+                "flops": product_flops(a_shape, b_shape, ta, tb),
+                "timer": _timer(keras, compiled_product(keras, ta, tb, jit),
+                                tensor(a_shape), tensor(b_shape), runs=args.runs),
+                "times_s": []}
+
+    products = [product(*shapes, count=args.depth) for shapes in block_products(
+        args.batch_size, args.tokens, args.dim, args.heads, args.mlp_ratio)]
+    if args.stem != "none":
+        convs, projection = stem_convolutions(args.batch_size, args.image_size,
+                                              STEM_WIDTHS[args.stem], args.dim)
+        for name, x_shape, w_shape, stride, padding, y_shape, gradient in convs:
+            products.append({
+                "name": name, "a": x_shape, "b": w_shape, "count": 1,
+                "flops": convolution_flops(y_shape, w_shape),
+                "timer": _timer(keras, compiled_convolution(keras, stride, padding, gradient, jit),
+                                tensor(x_shape), tensor(w_shape), tensor(y_shape),
+                                runs=args.runs),
+                "times_s": []})
+        products += [product(*shapes, count=1) for shapes in projection]
     peak_samples = []
     for _ in range(args.repeats):
         peak_samples += [peak_run() for _ in range(args.runs)]
@@ -184,19 +312,27 @@ def main(argv=None):
         p["median_s"] = statistics.median(p["times_s"])
         p["gflops"] = p["flops"] / p["median_s"] / 1e9
         p["share"] = p["gflops"] / peak
-    total_flops = sum(p["flops"] for p in products)
-    total_s = sum(p["median_s"] for p in products)
+    total_flops = sum(p["count"] * p["flops"] for p in products)
+    total_s = sum(p["count"] * p["median_s"] for p in products)
     ceiling = total_flops / total_s / 1e9 / peak
     print(f"{keras.backend.backend()}, jit {args.jit}, {args.dtype}; batch {args.batch_size}, "
-          f"{args.tokens} tokens, width {args.dim}, {args.heads} heads, MLP x{args.mlp_ratio:g}")
-    print(f"{'product':12s} {'shapes':34s} {'GFLOP/s':>8s} {'% peak':>7s}")
+          f"{args.tokens} tokens, width {args.dim}, {args.heads} heads, MLP x{args.mlp_ratio:g}"
+          + (f"; {args.depth} blocks" if args.depth > 1 else "")
+          + (f"; stem {args.stem} at {args.image_size} px" if args.stem != "none" else ""))
+    print(f"{'product':12s} {'shapes':42s} {'GFLOP/s':>8s} {'% peak':>7s} {'% time':>7s}")
     for p in products:
         shapes = f"{p['a']} {p['b']}"
-        print(f"{p['name']:12s} {shapes:34s} {p['gflops']:8.1f} {100 * p['share']:6.1f}%")
+        share_of_time = p["count"] * p["median_s"] / total_s
+        print(f"{p['name']:12s} {shapes:42s} {p['gflops']:8.1f} {100 * p['share']:6.1f}% "
+              f"{100 * share_of_time:6.1f}%")
     print(f"peak ({size}^2 matmul, median of the same repeats): {peak:.1f} GFLOP/s")
-    print(f"ceiling (the block's matmuls alone, FLOP-weighted): {100 * ceiling:.1f}% of peak")
+    what = "the block's matmuls alone" if args.depth == 1 and args.stem == "none" else (
+        f"{args.depth} blocks' matmuls" + (" and the stem's convolutions" * (args.stem != "none"))
+        + " alone")
+    print(f"ceiling ({what}, FLOP-weighted): {100 * ceiling:.1f}% of peak")
     result = {"backend": keras.backend.backend(), "jit": args.jit, "dtype": args.dtype,
-              "peak_gflops": peak, "ceiling": ceiling, "products": products}
+              "depth": args.depth, "stem": args.stem, "peak_gflops": peak, "ceiling": ceiling,
+              "products": products}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -64,3 +64,68 @@ def test_dim_not_divisible_by_heads_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--dim", "10", "--heads", "3"])
     assert "--dim must be divisible by --heads; got --dim 10 --heads 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stride, padding", [(2, "valid"), (1, "same")])
+def test_each_convolution_is_the_convolution_or_its_gradient(stride, padding):
+    bench = load_benchmark("matmul_ceiling")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 7, 7, 3)).astype("float32")
+    w = rng.standard_normal((3, 3, 3, 4)).astype("float32")
+    size = 3 if padding == "valid" else 7
+    dy = rng.standard_normal((2, size, size, 4)).astype("float32")
+    # The forward against a direct sum over taps.
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))) if padding == "same" else x
+    want = np.zeros_like(dy)
+    for i in range(size):
+        for j in range(size):
+            patch = pad[:, i * stride:i * stride + 3, j * stride:j * stride + 3, :]
+            want[:, i, j] = np.einsum("bhwc,hwco->bo", patch, w)
+    for jit in (True, False):
+        def run(gradient):
+            fn = bench.compiled_convolution(keras, stride, padding, gradient, jit)
+            args = [keras.ops.convert_to_tensor(t) for t in (x, w, dy)]
+            return keras.ops.convert_to_numpy(fn(*args))
+
+        np.testing.assert_allclose(run("fwd"), want, rtol=1e-4, atol=1e-4)
+        # The convolution is linear in x and in w: <dy, conv(x, w)> = <dx, x> = <dw, w>.
+        inner = float(np.sum(dy * want))
+        assert float(np.sum(run("dx") * x)) == pytest.approx(inner, rel=1e-4)
+        assert float(np.sum(run("dw") * w)) == pytest.approx(inner, rel=1e-4)
+
+
+def test_a_models_ceiling_counts_its_blocks_and_its_stems_convolutions(tmp_path, capsys):
+    bench = load_benchmark("matmul_ceiling")
+    from keras_spvit.analysis.flops import count_macs
+    from keras_spvit.layers.conv_stem import ConvStem, STEM_WIDTHS
+
+    assert bench.STEM_WIDTHS == {k: v for k, v in STEM_WIDTHS.items() if v is not None}
+    batch, size, dim, depth = 2, 32, 8, 3
+    result = bench.main(["--batch-size", str(batch), "--tokens", "5", "--dim", str(dim),
+                         "--heads", "2", "--depth", str(depth), "--stem", "4_2",
+                         "--image-size", str(size), "--repeats", "1", "--runs", "1",
+                         "--peak-size", "64"])
+    products = result["products"]
+    block, stem = products[:18], products[18:]
+    assert all(p["count"] == depth for p in block) and all(p["count"] == 1 for p in stem)
+    # The stem's forward FLOPs are twice its multiply-adds as the package counts them;
+    # training adds an input gradient and a kernel gradient of each, but none for the image.
+    stem_layer = ConvStem(dim, stem="4_2")
+    stem_layer.build((1, size, size, 3))
+    macs = count_macs(stem_layer) * batch
+    forward = sum(p["flops"] for p in stem if p["name"].endswith("fwd"))
+    assert forward == 2 * macs  # BN, ReLU and bias are not counted (as `count_macs`)
+    conv1 = sum(p["flops"] for p in stem if p["name"].startswith("conv1"))
+    assert sum(p["flops"] for p in stem) == 3 * forward - conv1 // 2
+    total_s = sum(p["count"] * p["median_s"] for p in products)
+    total = sum(p["count"] * p["flops"] for p in products)
+    assert result["ceiling"] == pytest.approx(total / total_s / 1e9 / result["peak_gflops"])
+    assert "ceiling (3 blocks' matmuls and the stem's convolutions alone" in capsys.readouterr().out
+
+
+def test_stem_image_size_not_a_multiple_of_16_is_a_one_line_error(capsys):
+    bench = load_benchmark("matmul_ceiling")
+    with pytest.raises(SystemExit):
+        bench.main(["--stem", "4_2", "--image-size", "100"])
+    assert "--image-size must be a multiple of the stem's stride 16; got 100" in (
+        capsys.readouterr().err)

@@ -113,14 +113,11 @@ import math
 
 import tensorflow as tf
 
+from keras_spvit.data import xla_kernels
 from keras_spvit.data.rand_augment_colour import (
-    _auto_contrast,
-    _auto_contrast_batch,
     _brightness,
     _color,
     _contrast,
-    _equalize,
-    _equalize_batch,
     _grey_blend_batch,
     _point_batch,
     _posterize,
@@ -130,8 +127,6 @@ from keras_spvit.data.rand_augment_colour import (
     _solarize_add,
 )
 from keras_spvit.data.rand_augment_fast_geometry import (
-    _geometric_fast,
-    _shift_images_fast,
     _v3_rows,
     _warp_images_fast,
     _warp_label_map_fast,
@@ -349,10 +344,12 @@ class RandAugment:
                     width = tf.cast(shape[1], tf.float64)
                     if kind > 0 and interpolation != "nearest" and label_map is None:
                         shift = _fast_shift_params(row, arg, width, height)
-                        out = _geometric_fast(image, None, kind, interpolation, self.fill, shift)
+                        out = xla_kernels.geometric(
+                            image, kind, interpolation, self.fill, shift_params=shift
+                        )
                         return (out,)
                     matrix = _fast_matrix(row, arg, width, height)
-                    out = _geometric_fast(image, matrix, kind, interpolation, self.fill)
+                    out = xla_kernels.geometric(image, kind, interpolation, self.fill, matrix)
                     if label_map is None:
                         return (out,)
                     map_size = tf.cast(tf.shape(label_map)[:2], tf.float64)
@@ -373,8 +370,8 @@ class RandAugment:
             branches = [geometric(0), geometric(1), geometric(2)] + [
                 colour(op)
                 for op in (
-                    lambda x, a: _auto_contrast(x),
-                    lambda x, a: _equalize(x),
+                    lambda x, a: xla_kernels.auto_contrast(x),
+                    lambda x, a: xla_kernels.equalize(x),
                     lambda x, a: 255.0 - x,
                     _posterize,
                     _solarize,
@@ -570,18 +567,24 @@ class RandAugment:
             return tf.cast(parts[k], tf.float32)
 
         interpolation = "nearest" if self.interpolation == "nearest" else "bilinear"
-        point, blend, shift = params[4], params[5], params[1]
+        point, blend, rotate, shift = params[4], params[5], params[0], params[1]
+        # The compiled kernels once per image (`xla_kernels.per_image`): the
+        # programs the per-image path runs, so the same values.
         if interpolation == "nearest":
+            rotated = _warp_images_fast(sub_batch(0), rotate[:, 6:14], interpolation, self.fill)
             shifted = _warp_images_fast(sub_batch(1), shift[:, 6:14], interpolation, self.fill)
         else:
-            shifted = _shift_images_fast(
-                sub_batch(1), shift[:, 14], shift[:, 15], shift[:, 16], self.fill
+            fill = tf.broadcast_to(xla_kernels.fill_tensor(self.fill), (tf.shape(rotate)[0], 3))
+            rotated = xla_kernels.per_image(xla_kernels.warp, sub_batch(0), rotate[:, 6:14], fill)
+            fill = tf.broadcast_to(xla_kernels.fill_tensor(self.fill), (tf.shape(shift)[0], 3))
+            shifted = xla_kernels.per_image(
+                xla_kernels.shift, sub_batch(1), shift[:, 14], shift[:, 15], shift[:, 16], fill
             )
         outputs = [
-            _warp_images_fast(sub_batch(0), params[0][:, 6:14], interpolation, self.fill),
+            rotated,
             shifted,
-            _auto_contrast_batch(sub_batch(2)),
-            _equalize_batch(sub_batch(3)),
+            xla_kernels.per_image(xla_kernels.auto_contrast, sub_batch(2)),
+            xla_kernels.per_image(xla_kernels.equalize, sub_batch(3)),
             _point_batch(sub_batch(4), point[:, 1], point[:, 2], point[:, 3]),
             _grey_blend_batch(sub_batch(5), blend[:, 0], blend[:, 4], blend[:, 5]),
             _sharpness_batch(sub_batch(6), params[6][:, 0]),

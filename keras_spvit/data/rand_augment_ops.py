@@ -5,6 +5,7 @@ See `keras_spvit.data.rand_augment`.
 
 import tensorflow as tf
 
+from keras_spvit.data import xla_kernels
 from keras_spvit.data.rand_augment_colour import (
     _auto_contrast,
     _brightness,
@@ -16,10 +17,7 @@ from keras_spvit.data.rand_augment_colour import (
     _solarize,
     _solarize_add,
 )
-from keras_spvit.data.rand_augment_fast_geometry import (
-    _geometric_fast,
-    _warp_label_map_fast,
-)
+from keras_spvit.data.rand_augment_fast_geometry import _warp_label_map_fast
 from keras_spvit.data.rand_augment_geometry import (
     _affine_matrix,
     _rescale_matrix,
@@ -42,9 +40,9 @@ from keras_spvit.data.rand_augment_policy import (
 def _apply(name, image, arg, fill, interpolation, label_map, exact):
     if name not in GEOMETRIC_OPS:
         if name == "AutoContrast":
-            image = _auto_contrast(image)
+            image = _auto_contrast(image) if exact else xla_kernels.auto_contrast(image)
         elif name == "Equalize":
-            image = _equalize(image)
+            image = _equalize(image) if exact else xla_kernels.equalize(image)
         elif name == "Invert":
             image = 255.0 - image
         elif name.startswith("Posterize"):
@@ -69,7 +67,7 @@ def _apply(name, image, arg, fill, interpolation, label_map, exact):
         axis = None if name == "Rotate" else (1 if name in ("ShearX", "TranslateXRel") else 0)
         image = _warp_image(image, matrix, interpolation, fill, axis)
     else:
-        image = _geometric_fast(image, matrix, _fast_kind(name), interpolation, fill)
+        image = xla_kernels.geometric(image, _fast_kind(name), interpolation, fill, matrix)
     if label_map is not None:
         map_shape = tf.shape(label_map)
         scale_x = tf.cast(map_shape[1], tf.float64) / width

@@ -133,12 +133,6 @@ def warp(image, row, fill):
     return tf.floor(value + (fill_image + 1e-3))
 
 
-@_on_cpu
-def quantize(image):
-    """`round(255 * clip(x, 0, 1))` (half to even): RandAugment's entry to the uint8 grid."""
-    return tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0)
-
-
 def fill_tensor(fill):
     """The fill colour as the `(3,)` float32 argument of `warp` and `shift`."""
     return tf.constant(fill, tf.float32)

@@ -118,6 +118,8 @@ from keras_spvit.data.rand_augment_colour import (
     _brightness,
     _color,
     _contrast,
+    _equalize,
+    _equalize_batch,
     _grey_blend_batch,
     _point_batch,
     _posterize,
@@ -371,7 +373,7 @@ class RandAugment:
                 colour(op)
                 for op in (
                     lambda x, a: xla_kernels.auto_contrast(x),
-                    lambda x, a: xla_kernels.equalize(x),
+                    lambda x, a: _equalize(x),
                     lambda x, a: 255.0 - x,
                     _posterize,
                     _solarize,
@@ -584,7 +586,7 @@ class RandAugment:
             rotated,
             shifted,
             xla_kernels.per_image(xla_kernels.auto_contrast, sub_batch(2)),
-            xla_kernels.per_image(xla_kernels.equalize, sub_batch(3)),
+            _equalize_batch(sub_batch(3)),
             _point_batch(sub_batch(4), point[:, 1], point[:, 2], point[:, 3]),
             _grey_blend_batch(sub_batch(5), blend[:, 0], blend[:, 4], blend[:, 5]),
             _sharpness_batch(sub_batch(6), params[6][:, 0]),

@@ -42,7 +42,7 @@ def _apply(name, image, arg, fill, interpolation, label_map, exact):
         if name == "AutoContrast":
             image = _auto_contrast(image) if exact else xla_kernels.auto_contrast(image)
         elif name == "Equalize":
-            image = _equalize(image) if exact else xla_kernels.equalize(image)
+            image = _equalize(image)
         elif name == "Invert":
             image = 255.0 - image
         elif name.startswith("Posterize"):

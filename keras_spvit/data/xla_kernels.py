@@ -2,10 +2,13 @@
 
 Inside a `tf.data` map, TensorFlow runs every op of a kernel as its own
 CPU kernel call, one pass over the image each; a kernel compiled by XLA
-(`tf.function(jit_compile=True)`) runs as one fused program. Measured as
-the map of a running iterator (`benchmarks/augment_ops.py --pipeline`,
-224 px, one thread): Rotate 4.1 -> ~1.5 ms, Equalize 1.7 -> 0.7,
-AutoContrast 1.5 -> 1.0, the shears' shift 1.6 -> 1.05.
+(`tf.function(jit_compile=True)`) runs as one fused program. Compiled where
+it pays (`benchmarks/augment_ops.py --pipeline`, 224 px, one thread, same
+runs): Rotate (four-tap gather warp) 3.7 -> 1.0 ms, the shears' shift
+1.5-1.7 -> 1.0, AutoContrast ~1.0 -> 0.7 (same-process A/B). Not compiled:
+Equalize (XLA's scatter for the histogram is 2-3x slower than
+TensorFlow's bincount), quantisation (no cheaper: one XLA call costs about
+what three elementwise ops do), Sharpness (no faster).
 
 Every kernel here takes ONE image `(height, width, 3)` (uint8 values held
 in float32) and its arguments as tensors (magnitudes, fill colour), and has
@@ -17,8 +20,12 @@ same whichever path runs it.
 XLA contracts multiply-adds (fused multiply-add), so a bilinear value can
 differ from TensorFlow's `ImageProjectiveTransformV3` by one level where it
 lands next to an integer (Rotate: 29 of 150,528 values at 224 px); the
-equalize, autocontrast and shift kernels are bit-identical to the
-TensorFlow ops they compile (tests check both against PIL).
+autocontrast and shift kernels gave the TensorFlow ops' values bit for bit
+on the images tested (tests check all of them against PIL and V3).
+
+A kernel must not take a value it depends on for a size (as
+`tf.math.bincount` does with the maximum of its input): XLA then treats
+the image as a compile-time constant and compiles once per image.
 
 Placement: `tf.data` runs its functions on the host CPU, and the kernels
 are called under `tf.device("/CPU:0")`, so on a GPU host XLA compiles them
@@ -29,7 +36,7 @@ import functools
 
 import tensorflow as tf
 
-from keras_spvit.data.rand_augment_colour import _auto_contrast_batch, _equalize_batch
+from keras_spvit.data.rand_augment_colour import _auto_contrast_batch
 from keras_spvit.data.rand_augment_fast_geometry import (
     _shift_images_fast,
     _shift_params,
@@ -70,12 +77,6 @@ def per_image(kernel, images, *args):
         out = tf.map_fn(lambda a: kernel(*a), (images, *args), fn_output_signature=images.dtype)
     # An empty batch maps to shape (0,): give it the images' shape.
     return tf.reshape(out, tf.shape(images))
-
-
-@_on_cpu
-def equalize(image):
-    """PIL's `ImageOps.equalize` (see `rand_augment_colour._equalize_batch`)."""
-    return _equalize_batch(image[None])[0]
 
 
 @_on_cpu

@@ -1,4 +1,7 @@
-"""RandAugment's fast geometric kernels: a V3 warp for Rotate, one-axis blends for the rest.
+"""RandAugment's fast geometric kernels on TensorFlow ops: V3 warps, one-axis blends.
+
+The training path runs XLA-compiled versions (`keras_spvit.data.xla_kernels`);
+these stay for "nearest", label maps and as the references they are tested against.
 
 See `keras_spvit.data.rand_augment` ("exact=False").
 """

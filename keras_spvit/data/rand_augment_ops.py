@@ -138,7 +138,7 @@ def apply_op(
             (nearest neighbour, fill 0); the others return it unchanged.
         exact: bool. `True` reproduces PIL's geometric resampling bit for
             bit; `False` (default) runs one bilinear kernel per operation
-            (a V3 warp for Rotate, a one-axis blend for the shears and
+            (an XLA-compiled warp for Rotate, a one-axis blend for the shears and
             translations; see the module docstring). Colour operations are PIL-exact in
             both modes.
 
@@ -163,7 +163,7 @@ def apply_op(
     return _apply(name, image, arg, fill, interpolation, _as_label_map(label_map), exact)
 
 
-# Fast-mode branches: rotate (a V3 warp), the shears and the translations
+# Fast-mode branches: rotate (`xla_kernels.warp`), the shears and the translations
 # (one-axis kernels, see `_shift_images_fast`), then each colour operation in
 # timm's order (an `*Increasing` one runs its base operation's branch).
 _FAST_KINDS = ("Rotate", "Shear", "Translate") + tuple(

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import rand_augment_colour, rand_augment_fast_geometry, xla_kernels
+from keras_spvit.data import (
+    rand_augment_colour,
+    rand_augment_fast_geometry,
+    xla_kernels,
+)
 from keras_spvit.data.rand_augment import RandAugment
 from keras_spvit.data.rand_augment_geometry import _affine_matrix
 

@@ -19,7 +19,7 @@ same whichever path runs it.
 
 XLA contracts multiply-adds (fused multiply-add), so a bilinear value can
 differ from TensorFlow's `ImageProjectiveTransformV3` by one level where it
-lands next to an integer (Rotate: 29 of 150,528 values at 224 px); the
+lands next to an integer (Rotate: 3-30 of 150,528 values at 224 px); the
 autocontrast and shift kernels gave the TensorFlow ops' values bit for bit
 on the images tested (tests check all of them against PIL and V3).
 

@@ -42,14 +42,15 @@ Two modes. `exact=False` (the default, for training pipelines) runs each
 geometric operation as one cheap bilinear kernel with the same affine
 matrix as PIL's, moved from PIL's pixel-centre convention to index
 coordinates ("bicubic" also runs bilinear; "nearest" is available and
-warps with V3 nearest): Rotate as ONE `tf.raw_ops.ImageProjectiveTransformV3`
-call in float32 (the image minus the fill warped with fill 0, then the
-fill added back); ShearX/Y and TranslateX/YRel, which move pixels along
+warps with V3 nearest). The bilinear kernels are compiled by XLA, one
+image per call, on the host CPU (`keras_spvit.data.xla_kernels`): Rotate
+as a four-neighbour gather warp with V3's coordinates and blend, in
+float32 (the image minus the fill, 0 outside, then the fill added back;
+within one level of `ImageProjectiveTransformV3`, which it replaces at a
+third of the cost); ShearX/Y and TranslateX/YRel, which move pixels along
 one axis, as one blend `a + frac * (b - a)` of the two neighbours on that
-axis (a translation: two shifted windows of the fill-padded image; a
-shear: a gather per neighbour with a fractional shift per row or column,
-computed in float64), 2-3x cheaper than the V3 warp at 224 px and equal to
-it within one level. Both read the fill colour for neighbours outside the
+axis (a gather per neighbour with a fractional shift per row or column,
+computed in float64), equal to the V3 warp within one level. it within one level. Both read the fill colour for neighbours outside the
 image, so the fill colour is exact outside; truncated to the uint8 grid as
 PIL truncates. Inside the image they agree with PIL's bilinear values within
 one level (tests check this against the exact path and Pillow); the
@@ -83,10 +84,10 @@ Batches. `RandAugment.apply_batch` applies per-image draws (`sample`, one
 seed per image, batched by `tf.data`) to a whole batch without per-image
 control flow: per round, the images are partitioned by the family of the
 operation they drew (`tf.dynamic_partition` over uint8 pixels), each
-family's kernel runs once on its sub-batch with per-image arguments (one
-`ImageProjectiveTransformV3` call with a transform row per image for
-Rotate, one gather kernel with per-image axis, slope and offset for the
-shears and translations; Posterize/Solarize/SolarizeAdd/Invert as one
+family's kernel runs once on its sub-batch with per-image arguments (the
+XLA-compiled Rotate, shift and AutoContrast kernels once per image of their
+sub-batch, `xla_kernels.per_image`, so both paths run the same compiled
+programs; Posterize/Solarize/SolarizeAdd/Invert as one
 point kernel; Color/Contrast/Brightness as one blend), and the results are
 stitched back (`tf.dynamic_stitch`). The result equals `__call__` image by
 image, bit for bit (tests check it for every operation, with label maps).
@@ -113,9 +114,8 @@ import math
 
 import tensorflow as tf
 
+from keras_spvit.data import xla_kernels
 from keras_spvit.data.rand_augment_colour import (
-    _auto_contrast,
-    _auto_contrast_batch,
     _brightness,
     _color,
     _contrast,
@@ -130,8 +130,6 @@ from keras_spvit.data.rand_augment_colour import (
     _solarize_add,
 )
 from keras_spvit.data.rand_augment_fast_geometry import (
-    _geometric_fast,
-    _shift_images_fast,
     _v3_rows,
     _warp_images_fast,
     _warp_label_map_fast,
@@ -210,7 +208,7 @@ class RandAugment:
             largest translation, as a fraction of the image side.
 
         exact: bool. `False` (default): geometric operations as one
-            bilinear kernel each (a V3 warp for Rotate, a one-axis blend
+            bilinear kernel each (an XLA-compiled warp for Rotate, a one-axis blend
             for the shears and translations; fill exact
             outside; see the module docstring); `True`: PIL's resampling bit
             for bit, several times slower. Colour operations and the random
@@ -349,10 +347,12 @@ class RandAugment:
                     width = tf.cast(shape[1], tf.float64)
                     if kind > 0 and interpolation != "nearest" and label_map is None:
                         shift = _fast_shift_params(row, arg, width, height)
-                        out = _geometric_fast(image, None, kind, interpolation, self.fill, shift)
+                        out = xla_kernels.geometric(
+                            image, kind, interpolation, self.fill, shift_params=shift
+                        )
                         return (out,)
                     matrix = _fast_matrix(row, arg, width, height)
-                    out = _geometric_fast(image, matrix, kind, interpolation, self.fill)
+                    out = xla_kernels.geometric(image, kind, interpolation, self.fill, matrix)
                     if label_map is None:
                         return (out,)
                     map_size = tf.cast(tf.shape(label_map)[:2], tf.float64)
@@ -373,7 +373,7 @@ class RandAugment:
             branches = [geometric(0), geometric(1), geometric(2)] + [
                 colour(op)
                 for op in (
-                    lambda x, a: _auto_contrast(x),
+                    lambda x, a: xla_kernels.auto_contrast(x),
                     lambda x, a: _equalize(x),
                     lambda x, a: 255.0 - x,
                     _posterize,
@@ -463,8 +463,8 @@ class RandAugment:
         per-image control flow: for each of the `num_ops` rounds the batch
         is partitioned by the operation each image drew (`tf.dynamic_partition`),
         every operation runs once on its sub-batch with per-image arguments
-        (Rotate as one `ImageProjectiveTransformV3` call with a transform row
-        per image, the shears and translations as one gather kernel), and the results are stitched back
+        (the XLA-compiled geometric and AutoContrast kernels once per image
+        of their sub-batch, the other families once per sub-batch), and the results are stitched back
         (`tf.dynamic_stitch`). Images that skip an operation pass through.
 
         Args:
@@ -570,17 +570,23 @@ class RandAugment:
             return tf.cast(parts[k], tf.float32)
 
         interpolation = "nearest" if self.interpolation == "nearest" else "bilinear"
-        point, blend, shift = params[4], params[5], params[1]
+        point, blend, rotate, shift = params[4], params[5], params[0], params[1]
+        # The compiled kernels once per image (`xla_kernels.per_image`): the
+        # programs the per-image path runs, so the same values.
         if interpolation == "nearest":
+            rotated = _warp_images_fast(sub_batch(0), rotate[:, 6:14], interpolation, self.fill)
             shifted = _warp_images_fast(sub_batch(1), shift[:, 6:14], interpolation, self.fill)
         else:
-            shifted = _shift_images_fast(
-                sub_batch(1), shift[:, 14], shift[:, 15], shift[:, 16], self.fill
+            fill = tf.broadcast_to(xla_kernels.fill_tensor(self.fill), (tf.shape(rotate)[0], 3))
+            rotated = xla_kernels.per_image(xla_kernels.warp, sub_batch(0), rotate[:, 6:14], fill)
+            fill = tf.broadcast_to(xla_kernels.fill_tensor(self.fill), (tf.shape(shift)[0], 3))
+            shifted = xla_kernels.per_image(
+                xla_kernels.shift, sub_batch(1), shift[:, 14], shift[:, 15], shift[:, 16], fill
             )
         outputs = [
-            _warp_images_fast(sub_batch(0), params[0][:, 6:14], interpolation, self.fill),
+            rotated,
             shifted,
-            _auto_contrast_batch(sub_batch(2)),
+            xla_kernels.per_image(xla_kernels.auto_contrast, sub_batch(2)),
             _equalize_batch(sub_batch(3)),
             _point_batch(sub_batch(4), point[:, 1], point[:, 2], point[:, 3]),
             _grey_blend_batch(sub_batch(5), blend[:, 0], blend[:, 4], blend[:, 5]),

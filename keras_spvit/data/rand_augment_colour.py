@@ -81,8 +81,13 @@ def _equalize_batch(images, args=None):
     tables = tf.shape(images)[0] * channels
     # The same indices count the histograms and look up the tables.
     values = _table_indices(images)
+    # The raw op with the size from the shape: `tf.math.bincount` also takes
+    # the maximum of the values for its size (a pass over the image), which
+    # under XLA makes the image a compile-time constant (a compile per image).
     counts = tf.reshape(
-        tf.math.bincount(tf.reshape(values, [-1]), minlength=256 * tables, maxlength=256 * tables),
+        tf.raw_ops.DenseBincount(
+            input=tf.reshape(values, [-1]), size=256 * tables, weights=tf.zeros((0,), tf.int32)
+        ),
         (tables, 256),
     )
     total = tf.reduce_sum(counts, axis=1)

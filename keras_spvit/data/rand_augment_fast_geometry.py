@@ -1,4 +1,7 @@
-"""RandAugment's fast geometric kernels: a V3 warp for Rotate, one-axis blends for the rest.
+"""RandAugment's fast geometric kernels on TensorFlow ops: V3 warps, one-axis blends.
+
+The training path runs XLA-compiled versions (`keras_spvit.data.xla_kernels`);
+these stay for "nearest", label maps and as the references they are tested against.
 
 See `keras_spvit.data.rand_augment` ("exact=False").
 """
@@ -65,21 +68,6 @@ def _warp_images_fast(images, matrix, interpolation, fill):
 
 def _warp_image_fast(image, matrix, interpolation, fill):
     return _warp_images_fast(image[None], matrix, interpolation, fill)[0]
-
-
-def _geometric_fast(image, matrix, kind, interpolation, fill, shift=None):
-    """The fast mode's warp of one image: `kind` 0 Rotate (one V3 warp), 1 a
-    shear (`_shift_images_fast`), 2 a translation (`_translate_image_fast`);
-    "nearest" always warps with V3. `shift`: `_shift_params` of the matrix
-    when known (or `matrix` may then be None)."""
-    if kind == 0 or interpolation == "nearest":
-        return _warp_image_fast(image, matrix, interpolation, fill)
-    along_x, slope, offset = _shift_params(matrix) if shift is None else shift
-    if kind == 2:
-        return _translate_image_fast(image, along_x, offset, fill)
-    return _shift_images_fast(
-        image[None], along_x[None], slope[None], offset[None], fill
-    )[0]
 
 
 # Shear and translate move pixels along one axis: output pixel `along` of
@@ -182,9 +170,8 @@ def _shift_images_fast(images, along_x, slope, offset, fill):
         inside = (position >= 0) & (position < length)
         return tf.where(inside, base + position * step, outside)
 
-    table = tf.concat(
-        [tf.reshape(images, (-1, channels)), tf.constant([fill], tf.float32)], axis=0
-    )
+    fill = tf.reshape(tf.cast(fill, tf.float32), (1, channels))  # numbers or a tensor
+    table = tf.concat([tf.reshape(images, (-1, channels)), fill], axis=0)
     # `gather_nd` of whole pixels: a third cheaper than `gather` here.
     a = tf.gather_nd(table, index(first)[..., None])
     b = tf.gather_nd(table, index(first + 1)[..., None])

@@ -5,6 +5,7 @@ See `keras_spvit.data.rand_augment`.
 
 import tensorflow as tf
 
+from keras_spvit.data import xla_kernels
 from keras_spvit.data.rand_augment_colour import (
     _auto_contrast,
     _brightness,
@@ -16,10 +17,7 @@ from keras_spvit.data.rand_augment_colour import (
     _solarize,
     _solarize_add,
 )
-from keras_spvit.data.rand_augment_fast_geometry import (
-    _geometric_fast,
-    _warp_label_map_fast,
-)
+from keras_spvit.data.rand_augment_fast_geometry import _warp_label_map_fast
 from keras_spvit.data.rand_augment_geometry import (
     _affine_matrix,
     _rescale_matrix,
@@ -42,7 +40,7 @@ from keras_spvit.data.rand_augment_policy import (
 def _apply(name, image, arg, fill, interpolation, label_map, exact):
     if name not in GEOMETRIC_OPS:
         if name == "AutoContrast":
-            image = _auto_contrast(image)
+            image = _auto_contrast(image) if exact else xla_kernels.auto_contrast(image)
         elif name == "Equalize":
             image = _equalize(image)
         elif name == "Invert":
@@ -69,7 +67,7 @@ def _apply(name, image, arg, fill, interpolation, label_map, exact):
         axis = None if name == "Rotate" else (1 if name in ("ShearX", "TranslateXRel") else 0)
         image = _warp_image(image, matrix, interpolation, fill, axis)
     else:
-        image = _geometric_fast(image, matrix, _fast_kind(name), interpolation, fill)
+        image = xla_kernels.geometric(image, _fast_kind(name), interpolation, fill, matrix)
     if label_map is not None:
         map_shape = tf.shape(label_map)
         scale_x = tf.cast(map_shape[1], tf.float64) / width
@@ -140,7 +138,7 @@ def apply_op(
             (nearest neighbour, fill 0); the others return it unchanged.
         exact: bool. `True` reproduces PIL's geometric resampling bit for
             bit; `False` (default) runs one bilinear kernel per operation
-            (a V3 warp for Rotate, a one-axis blend for the shears and
+            (an XLA-compiled warp for Rotate, a one-axis blend for the shears and
             translations; see the module docstring). Colour operations are PIL-exact in
             both modes.
 
@@ -165,7 +163,7 @@ def apply_op(
     return _apply(name, image, arg, fill, interpolation, _as_label_map(label_map), exact)
 
 
-# Fast-mode branches: rotate (a V3 warp), the shears and the translations
+# Fast-mode branches: rotate (`xla_kernels.warp`), the shears and the translations
 # (one-axis kernels, see `_shift_images_fast`), then each colour operation in
 # timm's order (an `*Increasing` one runs its base operation's branch).
 _FAST_KINDS = ("Rotate", "Shear", "Translate") + tuple(

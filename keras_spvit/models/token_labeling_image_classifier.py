@@ -186,8 +186,16 @@ class TokenLabelingImageClassifier(ImageClassifier):
         return super().evaluate(x, *args, **kwargs)
 
     def fit(self, x=None, *args, **kwargs):
-        """Keras' `fit`; the inputs' shape is checked first (see `check_inputs`)."""
+        """Keras' `fit`; the inputs' shape is checked first (see `check_inputs`).
+
+        On TensorFlow without a distribution strategy the optimizer's variables
+        are created before the training step is traced, as Keras does under a
+        strategy: created inside the first trace, they make TensorFlow trace the
+        step a second time (half of a small model's first-epoch time). The same
+        variables, the same values: only the trace is saved.
+        """
         self.check_inputs(x)
+        _build_optimizer_before_tracing(self)
         return super().fit(x, *args, **kwargs)
 
     @classmethod
@@ -259,3 +267,14 @@ class TokenLabelingImageClassifier(ImageClassifier):
         if isinstance(config.get("head_dtype"), dict):
             config["head_dtype"] = keras.dtype_policies.deserialize(config["head_dtype"])
         return super().from_config(config)
+
+
+def _build_optimizer_before_tracing(model):
+    """Builds `model.optimizer` for its trainable variables where Keras' TensorFlow
+    `fit` would build it inside its first `tf.function` trace (no strategy set)."""
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", 0) is not None:
+        return
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built and model.built:
+        optimizer.build(model.trainable_variables)
+

@@ -43,6 +43,18 @@ def images(batch=2, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
+def count_calls(model, method):
+    """A list that grows by one at each call of `model.<method>` from now on."""
+    calls, original = [], getattr(model, method)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    setattr(model, method, counted)
+    return calls
+
+
 def perturb_batch_norms(model):
     """Non-trivial running statistics, so folded and unfolded paths differ if wrong."""
     rng = np.random.default_rng(1)
@@ -101,8 +113,12 @@ def test_fit_learns_and_compiles_with_xla(family):
         np.testing.assert_allclose(
             model.predict(x[:2], verbose=0), eager, atol=1e-5 * max(1.0, np.abs(eager).max())
         )
+    traces = count_calls(model, "train_step")
     losses = model.fit(x, y, batch_size=4, epochs=4, verbose=0).history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # TensorFlow and JAX trace the step once (TensorFlow traced it twice when the
+    # optimizer's variables were created inside its first trace); torch runs it eagerly.
+    assert len(traces) == (8 if BACKEND == "torch" else 1)
 
 
 def test_mixed_bfloat16(family):

@@ -272,9 +272,10 @@ class TokenLabelingImageClassifier(ImageClassifier):
 def _build_optimizer_before_tracing(model):
     """Builds `model.optimizer` for its trainable variables where Keras' TensorFlow
     `fit` would build it inside its first `tf.function` trace (no strategy set)."""
-    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", 0) is not None:
+    if keras.backend.backend() != "tensorflow":
+        return
+    if getattr(model, "_distribute_strategy", 0) is not None:  # Keras builds it itself
         return
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built and model.built:
         optimizer.build(model.trainable_variables)
-

@@ -84,6 +84,14 @@ def plot_spatial_priors(model, path, title=None):
         raise ImportError(
             "plot_spatial_priors needs matplotlib: pip install 'keras-spvit[plot]'"
         ) from error
+    figure = _prior_figure(plt, priors, title)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _prior_figure(plt, priors, title=None):
+    """The figure of `plot_spatial_priors` for `centre_priors`' arrays."""
     heads = max(p.shape[0] for p in priors)
     figure, axes = plt.subplots(
         len(priors), heads, figsize=(2.2 * heads, 2.2 * len(priors)), squeeze=False
@@ -100,9 +108,11 @@ def plot_spatial_priors(model, path, title=None):
             image = axis.imshow(prior[head], cmap="viridis")
             axis.plot(cols // 2, rows // 2, marker="+", color="red", markersize=8)
             axis.set_title(f"prior layer {row}, head {head}", fontsize=8)
-            figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+            bar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+            # A nearly flat prior (e.g. 1.0216-1.0218) would otherwise read as an
+            # offset ("+1.021") drawn over the title and ticks like 0.0006.
+            bar.formatter.set_useOffset(False)
+            bar.update_ticks()
     figure.suptitle(title or "Learned spatial priors around the centre token (+)", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return figure

@@ -28,3 +28,23 @@ def test_plot_writes_png_and_refuses_models_without_priors(tmp_path):
         assert f.read(4) == b"\x89PNG"
     with pytest.raises(ValueError, match="no SpatialPriorAttention"):
         plot_spatial_priors(keras_spvit.LVViT_Tiny(num_classes=10), str(tmp_path / "q.png"))
+
+
+def test_a_nearly_flat_prior_reads_in_full_on_its_colour_bar():
+    # 1.0216-1.0218 once showed as ticks 0.0006-0.0008 with "+1.021" printed over the title.
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_spvit.analysis.plots import _prior_figure
+
+    flat = 1.0216 + 0.0002 * np.linspace(0, 1, 2 * 9).reshape(2, 3, 3)
+    figure = _prior_figure(plt, [flat])
+    figure.canvas.draw()
+    bars = [axis for axis in figure.axes if axis.get_label() == "<colorbar>"]
+    assert len(bars) == 2
+    for bar in bars:
+        assert bar.yaxis.get_offset_text().get_text() == ""
+        ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+        assert ticks and all(t.startswith("1.02") for t in ticks), ticks
+    plt.close(figure)

@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import keras
 from keras_hub.models import ImageClassifier
@@ -248,6 +249,30 @@ class TokenLabelingImageClassifier(ImageClassifier):
                 # none is assumed for the dense outputs.
                 metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompiles a loaded classifier as it was saved (optimizer, loss, metrics).
+
+        Keras skips this for a model whose `compile` is overridden (keras-hub's
+        tasks and this one), so a `.keras` round trip came back compiled with
+        the default Adam, unbuilt, and the trained optimizer's state was dropped
+        with a warning. Here the saved optimizer is rebuilt, so Keras loads its
+        state next and `fit` continues where it stopped. A configuration that
+        cannot be rebuilt (an object not registered for serialization) leaves
+        the classifier as Keras would, with a warning naming the reason.
+        """
+        try:
+            config = keras.saving.deserialize_keras_object(config)
+        except (TypeError, ValueError) as error:
+            warnings.warn(
+                f"{self.name}: the saved compile configuration could not be restored "
+                f"({error}); call `compile()` after loading to train it further.",
+                stacklevel=2,
+            )
+            return
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         config = Task.get_config(self)

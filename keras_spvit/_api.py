@@ -5,6 +5,7 @@
 from keras_hub import upload_preset
 
 from keras_spvit import layers
+from keras_spvit import training  # noqa: F401  registers the recipes' optimizer and losses
 from keras_spvit.inspection import explain
 from keras_spvit.analysis.flops import count_macs
 from keras_spvit.models.attention_maps import attention_maps

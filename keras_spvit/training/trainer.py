@@ -48,6 +48,7 @@ from keras_spvit.training.resume import Backup, restore
 from keras_spvit.training.schedules import warmup_cosine
 
 
+@keras.saving.register_keras_serializable(package="keras_spvit")
 def top1_accuracy(y_true, y_pred):
     """Top-1 accuracy against class ids `(batch,)` or soft targets `(batch, classes)`."""
     predicted = ops.argmax(y_pred, axis=-1)

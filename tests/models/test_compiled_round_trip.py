@@ -8,6 +8,7 @@ import warnings
 
 import keras
 import numpy as np
+import pytest
 
 import keras_spvit
 
@@ -45,3 +46,31 @@ def test_save_load_keeps_optimizer_loss_and_optimizer_state(tmp_path):
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a),
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("return_dense", [False, True])
+def test_a_recipe_compiled_classifier_loads_with_its_optimizer_losses_and_metric(
+    tmp_path, return_dense
+):
+    # What `keras-spvit train` saves: the recipe's ParamGroupAdamW and schedule, its losses
+    # (soft-target and token-label cross-entropy) and the weighted top-1 accuracy.
+    from keras_spvit.training import ParamGroupAdamW, compile_for_training
+
+    model = keras_spvit.SPViT(embed_dim=16, depth=2, num_heads=2, spatial_prior_blocks=1,
+                              stem="patch", patch_size=4, num_classes=3, image_shape=(8, 8, 3),
+                              return_dense=return_dense)
+    compile_for_training(model, "spvit", batch_size=4, steps_per_epoch=2, epochs=1)
+    model.optimizer.build(model.trainable_variables)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(path)
+    assert not [w for w in caught if "compile" in str(w.message) or "optimizer" in str(w.message)]
+    assert isinstance(loaded.optimizer, ParamGroupAdamW)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    kinds = lambda loss: sorted(type(v).__name__ for v in (  # noqa: E731
+        loss.values() if isinstance(loss, dict) else [loss]))
+    assert kinds(loaded.loss) == kinds(model.loss)
+    assert "accuracy" in str(loaded.get_compile_config())

@@ -13,6 +13,17 @@ import pytest
 import keras_spvit
 
 
+def _save_and_load_without_warnings(model, tmp_path):
+    """`model` through a `.keras` file; Keras warns when it skips the compile state."""
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(path)
+    assert not [w for w in caught if "compile" in str(w.message) or "optimizer" in str(w.message)]
+    return loaded
+
+
 def test_save_load_keeps_optimizer_loss_and_optimizer_state(tmp_path):
     model = keras_spvit.SPViT(embed_dim=16, depth=2, num_heads=2, spatial_prior_blocks=1,
                               stem="patch", patch_size=4, num_classes=3, image_shape=(8, 8, 3))
@@ -24,12 +35,7 @@ def test_save_load_keeps_optimizer_loss_and_optimizer_state(tmp_path):
     x = rng.random((4, 8, 8, 3)).astype("float32")
     y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = keras.saving.load_model(path)
-    assert not [w for w in caught if "compile" in str(w.message) or "optimizer" in str(w.message)]
+    loaded = _save_and_load_without_warnings(model, tmp_path)
     assert isinstance(loaded.optimizer, keras.optimizers.AdamW)
     assert float(loaded.optimizer.learning_rate) == np.float32(2e-3)
     assert loaded.optimizer.weight_decay == 0.01
@@ -61,12 +67,7 @@ def test_a_recipe_compiled_classifier_loads_with_its_optimizer_losses_and_metric
                               return_dense=return_dense)
     compile_for_training(model, "spvit", batch_size=4, steps_per_epoch=2, epochs=1)
     model.optimizer.build(model.trainable_variables)
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = keras.saving.load_model(path)
-    assert not [w for w in caught if "compile" in str(w.message) or "optimizer" in str(w.message)]
+    loaded = _save_and_load_without_warnings(model, tmp_path)
     assert isinstance(loaded.optimizer, ParamGroupAdamW)
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     assert len(loaded.optimizer.variables) == len(model.optimizer.variables)

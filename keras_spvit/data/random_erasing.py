@@ -139,6 +139,21 @@ def sample_erasing_boxes(
     return tuple(tf.cast(v, tf.int32) for v in (top, left, box_h, box_w))
 
 
+def _write_box(image, value, top, left):
+    """`image` with `value` `(h, w, c)` written at `(top, left)`: a new tensor.
+
+    The rows above and below and the columns beside the box are sliced and
+    concatenated around it: copies at memory speed (TensorFlow's
+    `TensorStridedSliceUpdate` writes the box through a strided evaluator,
+    about ten times slower per 224 px image on this CPU). An empty box
+    (`h` or `w` 0, `top`/`left` up to the image size) returns the image.
+    """
+    h, w = tf.shape(value)[0], tf.shape(value)[1]
+    band = image[top:top + h]
+    band = tf.concat([band[:, :left], value, band[:, left + w:]], axis=1)
+    return tf.concat([image[:top], band, image[top + h:]], axis=0)
+
+
 @taken_branch_only
 def random_erasing(
     image,
@@ -173,7 +188,7 @@ def random_erasing(
 
     Cost: nothing beyond one uniform draw when the image is not erased
     (`tf.cond`); otherwise noise only for the box, written into a copy of the
-    image with a strided-slice update (no full-image mask or noise), once per
+    image by slicing and concatenation (no full-image mask or noise), once per
     box slot (`max_count` slots, unrolled).
 
     Args:
@@ -253,12 +268,7 @@ def random_erasing(
                 noise = tf.zeros((1, 1, channels))
             if not standard:  # (a broadcasting op per box costs more than the noise)
                 noise = noise * std_t + mean_t
-            value = tf.broadcast_to(noise, (h, w, channels))
-            # Writes the box in place of a copy: no full-image mask or noise.
-            out = tf.raw_ops.TensorStridedSliceUpdate(
-                input=out, begin=tf.stack([top, left, 0]),
-                end=tf.stack([top + h, left + w, channels]), strides=[1, 1, 1], value=value,
-            )
+            out = _write_box(out, tf.broadcast_to(noise, (h, w, channels)), top, left)
         return out
 
     if probability >= 1.0:

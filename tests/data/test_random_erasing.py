@@ -342,3 +342,42 @@ def test_normalised_images_get_the_noise_itself():
     assert erased.sum() > 100
     np.testing.assert_array_equal(erased, scaled != 0.25)
     np.testing.assert_allclose(scaled[erased], standard[erased] * 2.0 + 0.5, rtol=1e-6)
+
+
+# === Where the boxes are written ===
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_each_drawn_box_holds_its_noise_in_painting_order(count):
+    # The erased image is the input with every slot's box (`sample_erasing_boxes`)
+    # overwritten in slot order by that slot's noise: later boxes win overlaps,
+    # empty slots write nothing.
+    from keras_spvit.data.seeds import split_seed
+
+    image = tf.random.stateless_uniform((40, 56, 3), (3, 1))
+    for k in range(12):
+        seed = tf.constant([k, 9], tf.int64)
+        out = random_erasing(image, 1.0, mode="pixel", mean=(0.0,) * 3, std=(1.0,) * 3,
+                             min_count=1, max_count=count, seed=seed).numpy()
+        _, box_seed, value_seed = split_seed(seed, 3)
+        boxes = sample_erasing_boxes(40, 56, max_count=count, seed=box_seed)
+        expected = image.numpy().copy()
+        for slot, slot_seed in enumerate(split_seed(value_seed, count)):
+            top, left, h, w = (int(v[slot]) for v in boxes)
+            expected[top:top + h, left:left + w] = tf.random.stateless_normal(
+                (h, w, 3), slot_seed).numpy()
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("top, left, h, w", [
+    (0, 0, 5, 7), (35, 49, 5, 7), (0, 0, 40, 56), (12, 20, 0, 0), (40, 56, 0, 0), (3, 56, 4, 0),
+])
+def test_write_box_at_edges_and_empty(top, left, h, w):
+    from keras_spvit.data.random_erasing import _write_box
+
+    image = tf.random.stateless_uniform((40, 56, 3), (5, 2))
+    value = tf.fill((h, w, 3), -3.0)
+    out = _write_box(image, value, tf.constant(top), tf.constant(left)).numpy()
+    expected = image.numpy().copy()
+    expected[top:top + h, left:left + w] = -3.0
+    np.testing.assert_array_equal(out, expected)

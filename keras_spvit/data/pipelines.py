@@ -482,9 +482,9 @@ def classification_pipeline(
         def train_example(x, label, example_seed, *ok):
             if not decoded:
                 x, label = prepare(x, label)
-            image = augment(x, image_size, example_seed)
+            image = augment.normalized(x, image_size, example_seed, mean, std)
             # Random erasing works on normalised pixels, as timm's.
-            return (augment.erase(normalize(image, mean, std), example_seed), label, *ok)
+            return (augment.erase(image, example_seed), label, *ok)
 
         def crop_example(x, label, example_seed, *ok):
             # RandAugment per batch: the example map crops, flips and draws.

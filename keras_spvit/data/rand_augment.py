@@ -50,8 +50,9 @@ within one level of `ImageProjectiveTransformV3`, which it replaces at a
 third of the cost); ShearX/Y and TranslateX/YRel, which move pixels along
 one axis, as one blend `a + frac * (b - a)` of the two neighbours on that
 axis (a gather per neighbour with a fractional shift per row or column,
-computed in float64), equal to the V3 warp within one level. it within one level. Both read the fill colour for neighbours outside the
-image, so the fill colour is exact outside; truncated to the uint8 grid as
+computed in float64), equal to the V3 warp within one level. Both read
+the fill colour for neighbours outside the image, so the fill colour is
+exact outside; truncated to the uint8 grid as
 PIL truncates. Inside the image they agree with PIL's bilinear values within
 one level (tests check this against the exact path and Pillow); the
 one-pixel border blends with the fill colour where PIL repeats the edge
@@ -453,8 +454,44 @@ class RandAugment:
         image = pixels / 255.0
         return image if label_map is None else (image, label_map)
 
+    @taken_branch_only
     @tf.autograph.experimental.do_not_convert
-    def apply_batch(self, images, draws, label_maps=None):
+    def augment_pixels(self, pixels, seed=None):
+        """The fast mode on quantised pixels, without the conversions of `__call__`.
+
+        `__call__(image, seed)` is `augment_pixels(quantize(image), seed) / 255`
+        (bit for bit): for pipelines that quantise and normalise the pixels
+        themselves (`TrainAugment.normalized`: two passes over the image fewer).
+
+        Args:
+            pixels: `(height, width, 3)` float32 holding integers 0..255 (what
+                `quantize` returns).
+            seed: shape-`(2,)` int tensor or int (see `keras_spvit.data.seeds`).
+
+        Returns:
+            float32 pixels, integers 0..255, same shape.
+
+        Example:
+
+        >>> augment = RandAugment("rand-m9-mstd0.5-inc1")
+        >>> pixels = augment.augment_pixels(quantize(image), seed=tf.constant([0, 1]))
+        """
+        if self.exact:
+            raise ValueError(
+                "Expected a fast-mode RandAugment for augment_pixels (the PIL-exact mode runs "
+                "through __call__). Received: exact=True"
+            )
+        pixels = tf.convert_to_tensor(pixels)
+        if pixels.dtype != tf.float32 or pixels.shape.rank != 3:
+            raise ValueError(
+                "Expected one float32 image of pixels (height, width, 3). "
+                f"Received: dtype={pixels.dtype.name}, shape={pixels.shape}"
+            )
+        ops, applied, magnitudes, negate, _ = self.sample(seed)
+        return self._fast_ops(pixels, None, ops, applied, magnitudes, negate)[0]
+
+    @tf.autograph.experimental.do_not_convert
+    def apply_batch(self, images, draws, label_maps=None, *, as_pixels=False):
         """Applies per-image draws to a batch at once: `__call__`'s results, batched.
 
         The draws of each image come from `sample(seed)` with that image's
@@ -475,9 +512,12 @@ class RandAugment:
                 batch: `(batch, num_ops)` tensors.
             label_maps: optional `(batch, h, w)` or `(batch, h, w, C)` tensor
                 of any dtype, warped by the geometric operations as in `__call__`.
+            as_pixels: bool. Return the uint8 pixels (what `augment_pixels`
+                gives image by image) instead of float32 images in [0, 1].
 
         Returns:
-            float32 images in [0, 1], same shape, or `(images, label_maps)`.
+            float32 images in [0, 1] (uint8 pixels with `as_pixels`), same
+            shape, or `(images, label_maps)`.
 
         Example:
 
@@ -520,6 +560,8 @@ class RandAugment:
                 pixels, label_maps, family[:, i], params[1][:, i]
             )
             pixels = tf.ensure_shape(pixels, static_shape)
+        if as_pixels:
+            return pixels if label_maps is None else (pixels, label_maps)
         images = tf.cast(pixels, tf.float32) / 255.0
         return images if label_maps is None else (images, label_maps)
 

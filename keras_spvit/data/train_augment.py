@@ -19,11 +19,16 @@ from keras_spvit.data.rand_augment import RandAugment, quantize
 from keras_spvit.data.random_erasing import ERASING_MODES, random_erasing
 from keras_spvit.data.seeds import as_seed, split_seed
 from keras_spvit.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     check_interpolation,
     color_jitter,
+    normalize,
+    normalize_pixels,
     random_resized_crop,
     resize_image,
     sample_crop_box,
+    scaled_statistics,
     taken_branch_only,
     to_float_image,
 )
@@ -406,6 +411,44 @@ class TrainAugment:
         return tf.ensure_shape(image, (*size, image.shape[-1]))
 
     @taken_branch_only
+    def normalized(self, image, size, seed=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        """`normalize(self(image, size, seed), mean, std)`: the pipelines' per-image step.
+
+        With the package's fast RandAugment (and no Keras layer) the crop,
+        already in [0, 1], is quantised as `round(255 * x)`, augmented on the
+        uint8 grid (`RandAugment.augment_pixels`) and normalised as pixels
+        (`normalize_pixels`): two passes over the image fewer than quantising,
+        dividing by 255 and normalising, the same values within float32
+        rounding (one unit in the last place). Otherwise it is exactly
+        `normalize(self(image, size, seed), mean, std)`. Random erasing
+        follows (`erase`).
+
+        Args:
+            image: `(height, width, 3)` uint8 or float image in [0, 1].
+            size: int or `(height, width)`. Output size.
+            seed: the example's seed.
+            mean: per-channel normalisation mean on 0..1 pixels.
+            std: per-channel normalisation std on 0..1 pixels.
+
+        Returns:
+            float32 `(*size, 3)`, normalised.
+
+        Example:
+
+        >>> augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25)
+        >>> x = augment.erase(augment.normalized(image, 224, seed), seed)
+        """
+        fast = self._rand_augment is not None and not self._rand_augment.exact
+        if not fast or self._keras_erasing is not None:
+            return normalize(self(image, size, seed), mean, std)
+        size = check_size(size, "size")
+        # In [0, 1] already (the crop's resize and the colour jitter clip):
+        # `quantize` without its clip.
+        pixels = tf.round(self._crop_flip_jitter(image, size, seed) * 255.0)
+        pixels = self._rand_augment.augment_pixels(pixels, _fold(seed, 1))
+        return tf.ensure_shape(normalize_pixels(pixels, mean, std), (*size, pixels.shape[-1]))
+
+    @taken_branch_only
     def with_label_map(self, image, label_map, size, seed=None):
         """Augments one image and its teacher label map together, in the release's order.
 
@@ -495,7 +538,7 @@ class TrainAugment:
         quantised to RandAugment's uint8 grid and RandAugment's draws are made
         with the seed `__call__` gives it; `finish_batch` applies them to the
         batch. So `finish_batch` on a batch of `example` outputs gives what
-        `erase(normalize(__call__(image, size, seed)), seed)` gives per image.
+        `erase(normalized(image, size, seed), seed)` gives per image.
 
         Args:
             image: `(height, width, 3)` uint8 or float image.
@@ -535,21 +578,23 @@ class TrainAugment:
 
         Returns:
             float32 `(batch, height, width, 3)` normalised images, equal to
-            `erase(normalize(__call__(image, size, seed), mean, std), seed)`
-            image by image.
+            `erase(normalized(image, size, seed, mean, std), seed)` image by
+            image.
 
         Example:
 
         >>> images = augment.finish_batch(pixels[None], [d[None] for d in draws],
         ...                               tf.constant([[0, 1]]), IMAGENET_MEAN, IMAGENET_STD)
         """
-        images = self._rand_augment.apply_batch(pixels, draws)
-        # `normalize`'s values; the statistics as whole images (a per-channel
-        # constant broadcast over the batch costs several plain passes).
-        shape = tf.shape(images)[1:]
-        images = (images - tf.broadcast_to(tf.constant(mean, tf.float32), shape)) / (
-            tf.broadcast_to(tf.constant(std, tf.float32), shape)
-        )
+        pixels = tf.cast(self._rand_augment.apply_batch(pixels, draws, as_pixels=True), tf.float32)
+        # `normalize_pixels`'s values; the statistics as whole images (a
+        # per-channel constant broadcast over the batch costs several plain passes).
+        shape = tf.shape(pixels)[1:]
+
+        def statistic(values):
+            return tf.broadcast_to(tf.constant(scaled_statistics(values), tf.float32), shape)
+
+        images = (pixels - statistic(mean)) / statistic(std)
         if not self.erases:
             return images
         # Erasing draws per image (a box, or nothing three times in four):

@@ -174,6 +174,36 @@ def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (image - mean) / tf.broadcast_to(tf.constant(std, tf.float32), whole)
 
 
+def normalize_pixels(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """`normalize` of 0..255 pixels: `(pixels - 255 * mean) / (255 * std)`.
+
+    Equal to `normalize(pixels / 255, mean, std)` within float32 rounding
+    (one unit in the last place), without the pass that divides by 255:
+    for pipelines whose augmentation works on the uint8 grid
+    (`TrainAugment.normalized`).
+
+    Args:
+        pixels: float tensor `(..., channels)` holding values in [0, 255].
+        mean: per-channel means on 0..1 pixels, one per channel.
+        std: per-channel standard deviations on 0..1 pixels, positive.
+
+    Example:
+
+    >>> normalize_pixels(tf.fill((2, 2, 3), 255.0))[0, 0, 0]  # (1 - 0.485) / 0.229
+    """
+    return normalize(pixels, scaled_statistics(mean), scaled_statistics(std))
+
+
+def scaled_statistics(values):
+    """Per-channel statistics on 0..1 pixels as statistics on 0..255 pixels."""
+    try:
+        return tuple(255.0 * float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected per-channel statistics (numbers). Received: {values!r}"
+        ) from None
+
+
 # === Crops ===
 
 

@@ -298,12 +298,16 @@ def test_training_augmentation_traces_every_branch_functional():
     def example(image, seed):
         return augment.erase(normalize(augment(image, 32, seed)), seed)
 
-    traced = tf.function(example).get_concrete_function(
-        tf.TensorSpec((40, 60, 3), tf.uint8), tf.TensorSpec((2,), tf.int64)
-    )
-    found = _lowering(traced.graph)
-    assert {kind.replace("Stateless", "") for kind, _ in found} == {"If", "Case"}
-    assert {value for _, value in found} == {False}
+    def pipeline_example(image, seed):  # what the pipelines run
+        return augment.erase(augment.normalized(image, 32, seed), seed)
+
+    for fn in (example, pipeline_example):
+        traced = tf.function(fn).get_concrete_function(
+            tf.TensorSpec((40, 60, 3), tf.uint8), tf.TensorSpec((2,), tf.int64)
+        )
+        found = _lowering(traced.graph)
+        assert {kind.replace("Stateless", "") for kind, _ in found} == {"If", "Case"}
+        assert {value for _, value in found} == {False}
 
 
 def _constant_batch(batch=6, size=32):

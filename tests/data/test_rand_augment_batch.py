@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spvit.data import IMAGENET_MEAN, IMAGENET_STD, normalize, rand_augment
+from keras_spvit.data import IMAGENET_MEAN, IMAGENET_STD, rand_augment
 from keras_spvit.data.rand_augment import RandAugment, quantize
 from keras_spvit.data.train_augment import TrainAugment
 
@@ -123,7 +123,7 @@ def test_apply_batch_bad_arguments_raise():
 # === TrainAugment: per example + per batch equals the per-image steps ===
 
 
-def test_train_augment_example_then_finish_batch_equals_call_normalize_erase():
+def test_train_augment_example_then_finish_batch_equals_normalized_then_erase():
     augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.5,
                            erasing_count=2, batch_rand_augment=True)
     assert augment.batches_rand_augment
@@ -134,12 +134,12 @@ def test_train_augment_example_then_finish_batch_equals_call_normalize_erase():
     draws = [tf.stack(d) for d in zip(*(d for _, d in examples))]
     batch = augment.finish_batch(pixels, draws, tf.stack(seeds), IMAGENET_MEAN, IMAGENET_STD)
     expected = [
-        augment.erase(normalize(augment(image, 24, seed)), seed).numpy()
+        augment.erase(augment.normalized(image, 24, seed), seed).numpy()
         for image, seed in zip(images, seeds)
     ]
     np.testing.assert_array_equal(batch.numpy(), np.stack(expected))
     assert pixels.dtype == tf.uint8 and batch.shape == (8, 24, 24, 3)
-    erased = [not np.array_equal(e, normalize(augment(x, 24, s)).numpy())
+    erased = [not np.array_equal(e, augment.normalized(x, 24, s).numpy())
               for e, x, s in zip(expected, images, seeds)]
     assert 0 < sum(erased) < 8  # some images erased, some not
 

@@ -32,6 +32,58 @@ def test_crop_then_randaugment_with_their_own_seeds():
     assert not np.array_equal(plain, expected.numpy())  # the policy did something here
 
 
+def test_normalized_is_normalize_of_call_within_a_float_rounding():
+    # The pipelines' per-image step: with the fast RandAugment the pixels are
+    # normalised directly (`normalize_pixels`), so `normalize(augment(...))`
+    # within float32 rounding, and still on the uint8 grid.
+    from keras_spvit.data import IMAGENET_MEAN, IMAGENET_STD
+
+    augment = TrainAugment(randaugment="rand-m9-mstd0.5-inc1")
+    mean, std = np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD)
+    changed = 0
+    for k in range(16):
+        seed = tf.constant([k, 3], tf.int64)
+        image = _image(k)
+        out = augment.normalized(image, 24, seed).numpy()
+        reference = normalize(augment(image, 24, seed)).numpy()
+        np.testing.assert_allclose(out, reference, rtol=0, atol=4e-7 * np.abs(reference).max())
+        pixels = (out * std + mean) * 255.0
+        np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-3)
+        plain = normalize(TrainAugment()(image, 24, seed)).numpy()
+        changed += not np.allclose(out, plain, atol=1e-3)
+    assert changed >= 8  # RandAugment ran: not the crop alone
+
+
+@pytest.mark.parametrize("config", [
+    lambda: {},
+    lambda: {"randaugment": "rand-m9-mstd0.5",
+             "random_erasing": keras.layers.RandomErasing(factor=1.0, seed=3)},
+    lambda: {"randaugment": RandAugment("rand-m9-mstd0.5", exact=True)},
+])
+def test_normalized_without_the_fast_path_is_exactly_normalize_of_call(config):
+    # Two augmentations built alike (a Keras layer draws from its own seeded state).
+    first, second = TrainAugment(**config()), TrainAugment(**config())
+    np.testing.assert_array_equal(first.normalized(_image(), 24, SEED).numpy(),
+                                  normalize(second(_image(), 24, SEED)).numpy())
+
+
+def test_augment_pixels_is_call_without_its_conversions():
+    from keras_spvit.data.rand_augment import quantize
+
+    augment = RandAugment("rand-m9-mstd0.5-inc1")
+    image = tf.constant(_image(5, (32, 32, 3)).astype("float32") / 255.0)
+    for k in range(12):
+        seed = tf.constant([k, 1], tf.int64)
+        np.testing.assert_array_equal(
+            (augment.augment_pixels(quantize(image), seed) / 255.0).numpy(),
+            augment(image, seed).numpy(),
+        )
+    with pytest.raises(ValueError, match="exact=True"):
+        RandAugment(exact=True).augment_pixels(quantize(image), SEED)
+    with pytest.raises(ValueError, match="dtype=uint8"):
+        augment.augment_pixels(tf.zeros((8, 8, 3), "uint8"), SEED)
+
+
 def test_erasing_happens_after_normalisation_in_the_pipeline():
     # const mode writes timm's zeros in normalised space: a rectangle of exact
     # zeros can only appear if erasing runs after `normalize`.

@@ -299,10 +299,11 @@ def random_resized_crop(
     """
     size = check_size(size, "size")
     check_interpolation(interpolation)
-    image = to_float_image(image)
+    image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
     top, left, crop_h, crop_w = sample_crop_box(shape[0], shape[1], scale, ratio, seed)
-    crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
+    # Converted after the slice: the same values, only the crop's pixels.
+    crop = to_float_image(tf.slice(image, [top, left, 0], [crop_h, crop_w, -1]))
     crop = resize_image(crop, size, interpolation)
     return tf.ensure_shape(crop, (*size, image.shape[-1]))
 

@@ -66,3 +66,16 @@ def test_pipeline_mode_times_inside_tf_data_and_adds_up_the_expected_cost(tmp_pa
             + net["erasing idle"] + 0.5 * (net["erasing"] - net["erasing idle"]))
     meta = json.loads(out_json.read_text())["meta"]
     assert meta["pipeline"] is True and meta["expected_ms"] == pytest.approx(want)
+
+
+def test_shares_of_the_increasing_policy_name_the_timed_operations():
+    # `inc1` lists PosterizeIncreasing, ...: their runs count for the kernels the
+    # rows time (RAND_TRANSFORMS' names), each 2 x 0.5 / 15 per image.
+    bench = load_benchmark("augment_ops")
+    for policy in ("rand-m9-mstd0.5", "rand-m9-mstd0.5-inc1"):
+        args = bench.parse_args(["--policy", policy, "--erasing", "0.25"])
+        share = bench.shares(args)
+        assert {n: share[n] for n in RAND_TRANSFORMS} == {
+            n: pytest.approx(2 * 0.5 / len(RAND_TRANSFORMS)) for n in RAND_TRANSFORMS}
+        assert share["erasing"] == 0.25
+

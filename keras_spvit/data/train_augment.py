@@ -101,8 +101,10 @@ class TrainAugment:
 
     Per example, on one image (`__call__`): random resized crop,
     horizontal flip, optional colour jitter, RandAugment; returns float32 in
-    [0, 1]. The pipeline then normalises and calls `erase` (random erasing
-    works on normalised pixels, as timm's). Per batch (`mix_batch`):
+    [0, 1]. The pipelines run `normalized` (the same steps, normalised; with
+    the fast RandAugment the uint8-grid pixels are normalised directly) and
+    then `erase` (random erasing works on normalised pixels, as timm's).
+    Per batch (`mix_batch`):
     one-hot labels with label smoothing, then with probability `mix_prob`
     either Keras `CutMix` (probability `switch_prob`, timm's
     `mixup_switch_prob`) or Keras `MixUp`.

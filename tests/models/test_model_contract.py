@@ -72,7 +72,9 @@ def family(request):
 
 def test_variable_batch_size(family):
     model = build(family)
-    for batch in (1, 3):
+    # Batch 2 is the other tests' batch: on JAX, whose eager ops compile once per
+    # shape, they then reuse this test's programs (config round trip: 12 s -> 0.5 s).
+    for batch in (1, 2):
         assert model(images(batch)).shape == (batch, 5)
 
 

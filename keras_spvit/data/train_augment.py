@@ -421,7 +421,7 @@ class TrainAugment:
         uint8 grid (`RandAugment.augment_pixels`) and normalised as pixels
         (`normalize_pixels`): two passes over the image fewer than quantising,
         dividing by 255 and normalising, the same values within float32
-        rounding (one unit in the last place). Otherwise it is exactly
+        rounding (a few 1e-7 in absolute terms). Otherwise it is exactly
         `normalize(self(image, size, seed), mean, std)`. Random erasing
         follows (`erase`).
 

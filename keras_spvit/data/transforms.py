@@ -178,7 +178,7 @@ def normalize_pixels(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """`normalize` of 0..255 pixels: `(pixels - 255 * mean) / (255 * std)`.
 
     Equal to `normalize(pixels / 255, mean, std)` within float32 rounding
-    (one unit in the last place), without the pass that divides by 255:
+    (a few 1e-7 in absolute terms), without the pass that divides by 255:
     for pipelines whose augmentation works on the uint8 grid
     (`TrainAugment.normalized`).
 

@@ -52,7 +52,6 @@ or `--dir`.
 
 import argparse
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -93,18 +92,10 @@ def parse_args(argv=None):
     return args
 
 
-def _sibling(name):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def jpeg_files(args):
     """`--images` JPEG paths: input_pipeline.py's generated folder (or `--dir`)."""
-    pipeline = _sibling("input_pipeline")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: no package
+    import input_pipeline as pipeline
     folder_args = pipeline.parse_args([
         "--images", str(max(args.folder_images, 8)), "--classes", "8", "--batch-size", "8",
         "--source-size", args.source_size, "--seed", str(args.seed),

@@ -51,20 +51,14 @@ def test_pil_reference_benchmark_reports_every_row(tmp_path):
     assert saved["meta"]["images"] == 6 and set(saved["ratios"]) >= {"spvit full / pil cpu full"}
 
 
-def test_pil_loader_outputs_what_timm_hands_on():
-    bench = load_benchmark("pil_reference")
+def test_pil_loader_outputs_what_timm_hands_on(tmp_path):
     from PIL import Image
 
+    bench = load_benchmark("pil_reference")
+    path = tmp_path / "image.jpg"
     rng = np.random.default_rng(1)
-    source = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
-    import io
-
-    buffer = io.BytesIO()
-    source.save(buffer, format="JPEG")
-    buffer.seek(0)
-    path = buffer
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
     normalised = bench.PILLoader(16, augment=True, to_uint8=False)(path)
     assert normalised.shape == (3, 16, 16) and normalised.dtype == np.float32
-    buffer.seek(0)
-    pixels = bench.PILLoader(16, augment=True, to_uint8=True)(buffer)
+    pixels = bench.PILLoader(16, augment=True, to_uint8=True)(path)
     assert pixels.shape == (3, 16, 16) and pixels.dtype == np.uint8

@@ -28,7 +28,6 @@ from keras_spvit.data.transforms import (
     random_resized_crop,
     resize_image,
     sample_crop_box,
-    scaled_statistics,
     taken_branch_only,
     to_float_image,
 )
@@ -588,15 +587,8 @@ class TrainAugment:
         >>> images = augment.finish_batch(pixels[None], [d[None] for d in draws],
         ...                               tf.constant([[0, 1]]), IMAGENET_MEAN, IMAGENET_STD)
         """
-        pixels = tf.cast(self._rand_augment.apply_batch(pixels, draws, as_pixels=True), tf.float32)
-        # `normalize_pixels`'s values; the statistics as whole images (a
-        # per-channel constant broadcast over the batch costs several plain passes).
-        shape = tf.shape(pixels)[1:]
-
-        def statistic(values):
-            return tf.broadcast_to(tf.constant(scaled_statistics(values), tf.float32), shape)
-
-        images = (pixels - statistic(mean)) / statistic(std)
+        pixels = self._rand_augment.apply_batch(pixels, draws, as_pixels=True)
+        images = normalize_pixels(tf.cast(pixels, tf.float32), mean, std)
         if not self.erases:
             return images
         # Erasing draws per image (a box, or nothing three times in four):

@@ -191,10 +191,10 @@ def normalize_pixels(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
     >>> normalize_pixels(tf.fill((2, 2, 3), 255.0))[0, 0, 0]  # (1 - 0.485) / 0.229
     """
-    return normalize(pixels, scaled_statistics(mean), scaled_statistics(std))
+    return normalize(pixels, _scaled_statistics(mean), _scaled_statistics(std))
 
 
-def scaled_statistics(values):
+def _scaled_statistics(values):
     """Per-channel statistics on 0..1 pixels as statistics on 0..255 pixels."""
     try:
         return tuple(255.0 * float(v) for v in values)

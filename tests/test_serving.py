@@ -212,7 +212,8 @@ def test_int8_artifacts_hold_int8_weights_and_keep_the_accuracy(classifier, tmp_
     int8_top1 = np.mean(got.argmax(-1) == labels)
     assert abs(int8_top1 - float_top1) <= 0.005, (fmt, int8_top1, float_top1)
     # Measured: top-1 98.89% for all three (= float); max |p_int8 - p_float| 0.010
-    # (saved_model), 0.014 (litert), 0.025 (onnx).
+    # (saved_model), 0.014 (litert), 0.033 (onnx, 7-bit weights; with 8 an AVX2 CPU
+    # saturates: 0.112).
     assert np.abs(got - reference).max() < 0.05
     assert np.abs(got - reference).max() > 1e-6  # quantized: not the float graph
 

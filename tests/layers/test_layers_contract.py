@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_spvit import layers
-from tests.conftest import BACKEND, to_numpy
+from tests.conftest import BACKEND, bf16_matmul_error_factor, to_numpy
 
 # name -> (factory(dtype), input shape)
 LAYERS = {
@@ -179,9 +179,10 @@ def test_mixed_bfloat16_runs_close_to_float32(name):
         actual = actual.astype("float32")
         assert np.all(np.isfinite(actual))
         # Measured max |error| / max |output| over the table: 0.0082 (TF, JAX),
-        # 0.0068 (torch); bound 2x.
+        # 0.0068 (torch); bound 2x. TensorFlow without native bfloat16 (AVX2):
+        # 0.0164, its matmuls' factor ~2 (`bf16_matmul_error_factor`).
         error = np.abs(actual - expected).max() / np.abs(expected).max()
-        assert error <= 0.016, (name, error)
+        assert error <= 0.016 * bf16_matmul_error_factor(), (name, error)
 
 
 @pytest.mark.parametrize("path", ["default", "explicit"])

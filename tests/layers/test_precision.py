@@ -14,7 +14,7 @@ from keras_spvit.layers.base_attention import (
     attention_logits,
     fused_attention_logits_are_float32,
 )
-from tests.conftest import BACKEND, to_numpy
+from tests.conftest import BACKEND, bf16_matmul_error_factor, to_numpy
 
 BF16 = ml_dtypes.bfloat16
 
@@ -110,7 +110,9 @@ def test_attention_under_mixed_bfloat16_keeps_float32_logits_on_its_default_path
     float32 logits, TensorFlow's explicit path) against float64 attention on
     the layer's own bfloat16 q, k, v. Measured max error 0.012 (TF, JAX),
     0.008 (torch); Keras' TensorFlow fused kernel, which rounds the logits
-    to bfloat16, gave 0.031."""
+    to bfloat16, gave 0.031. TensorFlow on a CPU without native bfloat16
+    (AVX2): 0.020, its matmuls' rounding error twice that of one rounding
+    (`bf16_matmul_error_factor`), by which the bound scales."""
     rng = np.random.default_rng(0)
     dim, heads, tokens = 64, 2, 50
     x = rng.standard_normal((2, tokens, dim)).astype("float32")
@@ -128,7 +130,7 @@ def test_attention_under_mixed_bfloat16_keeps_float32_logits_on_its_default_path
     expected = np.einsum("bhts,bshd->bthd", weights, value).reshape(2, tokens, dim)
     assert np.abs(logits).max() > 15
     error = np.abs(as_float32(layer(x)) - expected).max()
-    assert error < 0.016, error
+    assert error < 0.016 * bf16_matmul_error_factor(), error
     assert fused_attention_logits_are_float32("bfloat16") == (BACKEND != "tensorflow")
     assert fused_attention_logits_are_float32("float32")
 

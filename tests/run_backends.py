@@ -9,11 +9,14 @@ suite), or a backend and test folders, to balance the streams:
 `jax:tests/training` runs only that folder on JAX, `jax:!tests/training` all
 but it (comma-separated folders). Each part's pytest output is printed whole
 when it ends, under a `=== KERAS_BACKEND=... ===` line; the exit code is the
-first failing part's, or 0. Every backend must run every test once: a part
+first failing part's, or 0. The parts on JAX share one persistent compilation cache
+(tests/conftest.py explains why it is safe), so a part that starts after another
+finished reuses its compiled programs. Every backend must run every test once: a part
 list that leaves a folder out, or runs one twice, is refused.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,10 +56,28 @@ def check_parts(parts):
                              f"suite, or 'B:F' and 'B:!F'. Received: {selections}")
 
 
-def run_stream(parts, pytest_args, results, lock):
+def with_shared_jax_cache(environ):
+    """`(environment, new cache folder or None)`: `environ` with one persistent JAX
+    compilation cache for every part, unless it names one already.
+
+    Example:
+
+    >>> env, folder = with_shared_jax_cache({})
+    >>> env["JAX_COMPILATION_CACHE_DIR"] == folder
+    True
+    """
+    if "JAX_COMPILATION_CACHE_DIR" in environ:
+        return dict(environ), None
+    folder = tempfile.mkdtemp(prefix="keras_spvit_jax_cache_")
+    return dict(environ, JAX_COMPILATION_CACHE_DIR=folder,
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0"), folder
+
+
+def run_stream(parts, pytest_args, results, lock, environ):
     for part in parts:
         backend, selection = parse_part(part)
-        env = dict(os.environ, KERAS_BACKEND=backend)
+        env = dict(environ, KERAS_BACKEND=backend)
         start = time.perf_counter()
         with tempfile.TemporaryFile("w+") as log:
             code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args, *selection],
@@ -83,13 +104,18 @@ def main(argv):
     except ValueError as e:
         print(f"run_backends.py: {e}", file=sys.stderr)
         return 2
+    env, jax_cache = with_shared_jax_cache(os.environ)
     results, lock = {}, threading.Lock()
-    threads = [threading.Thread(target=run_stream, args=(s, pytest_args, results, lock))
+    threads = [threading.Thread(target=run_stream, args=(s, pytest_args, results, lock, env))
                for s in streams]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        if jax_cache:
+            shutil.rmtree(jax_cache, ignore_errors=True)
     order = [backend for stream in streams for backend in stream]
     codes = [results.get(backend, 1) for backend in order]  # a stream that died: failed
     print("Backends: " + ", ".join(f"{b} {'passed' if c == 0 else 'FAILED'}"

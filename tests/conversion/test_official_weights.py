@@ -127,6 +127,7 @@ def official_keys(name):
         ("spvit_l_spsa", keras_spvit.SPViT_L),
     ],
 )
+@pytest.mark.usefixtures("zero_initializers")  # shapes only
 def test_mapping_covers_the_full_size_state_dicts(name, builder):
     keys = official_keys(name)
     model = builder()

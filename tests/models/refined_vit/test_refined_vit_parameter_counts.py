@@ -17,6 +17,7 @@ from tests.models.spvit.test_spvit_parameter_counts import OFFICIAL
 pytestmark = [
     pytest.mark.large,
     pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent; built once"),
+    pytest.mark.usefixtures("zero_initializers"),  # shapes only
 ]
 
 BUILDERS = {

@@ -15,6 +15,7 @@ from tests.conftest import BACKEND, FIXTURES
 pytestmark = [
     pytest.mark.large,
     pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent; built once"),
+    pytest.mark.usefixtures("zero_initializers"),  # shapes only
 ]
 
 

@@ -283,7 +283,9 @@ def _underfit_warning(summary, models):
            if r["model"] in models and r["train_mean"] < UNDERFIT_BELOW]
     if not low:
         return ""
-    rows = ", ".join(f"{r['model']} {100 * r['train_mean']:.0f}% at {r['size']:,}" for r in low)
+    # Rounded down: a mean below the threshold never prints as the threshold.
+    rows = ", ".join(f"{r['model']} {math.floor(1000 * r['train_mean']) / 10:.1f}% at "
+                     f"{r['size']:,}" for r in low)
     return (f" Caution: underfit (train accuracy {rows}; below {100 * UNDERFIT_BELOW:.0f}%): "
             "the difference reflects the training budget as much as the models; train longer "
             "(--epochs / --min-steps) before reading it as an effect of the prior.")
@@ -862,36 +864,196 @@ def report(out, models, sizes, seeds, baseline, seconds=None, verbose=True):
     >>> report("runs/study", ["SPViT_Tiny", "LVViT_Tiny"], [100, 300], [0], "LVViT_Tiny")
     """
     settings = _read_json(os.path.join(out, SETTINGS_FILE))
+    cells = [cell for cell in _finished_cells(out) if cell["model"] in models
+             and cell["size"] in sizes and cell["seed"] in seeds]
+    title = (f"{settings['data']}, {settings['image_size']} px, recipe "
+             f"{settings['recipe']['name']}, {len(seeds)} seed(s): test accuracy (mean ± std)")
+    return _write_report(out, settings, cells, models, sizes, seeds, baseline, title,
+                         seconds=seconds, verbose=verbose)
+
+
+def _finished_cells(out):
+    """Every finished cell of the study in `out` (grid order), each with its
+    `directory`, whatever the grid its last run asked for."""
     cells = []
-    for model in models:
-        for size in sizes:
-            for seed in seeds:
-                path = os.path.join(cell_dir(out, model, size, seed), CELL_FILE)
-                if os.path.exists(path):
-                    cells.append(_read_json(path))
+    root = os.path.join(out, "cells")
+    for model in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        for size_dir in os.listdir(os.path.join(root, model)):
+            for seed_dir in os.listdir(os.path.join(root, model, size_dir)):
+                directory = os.path.join(root, model, size_dir, seed_dir)
+                if os.path.exists(os.path.join(directory, CELL_FILE)):
+                    cells.append({**_read_json(os.path.join(directory, CELL_FILE)),
+                                  "directory": directory})
+    return sorted(cells, key=lambda c: (c["size"], c["seed"], c["model"]))
+
+
+def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, seconds=None,
+                  verbose=True, notes="", extra=None):
     summary = summarize(cells, models, sorted(sizes), baseline)
     table = format_table(summary)
     sentence = verdict(summary)
-    curves = plot_learning_curves(
-        summary, os.path.join(out, "learning_curves.png"),
-        title=f"{settings['data']}, {settings['image_size']} px, recipe "
-              f"{settings['recipe']['name']}, {len(seeds)} seed(s): test accuracy "
-              "(mean ± std)")
-    priors = next((c["priors_png"] for c in sorted(cells, key=lambda c: -c["size"])
-                   if c.get("priors_png") and os.path.exists(c["priors_png"])), None)
-    if priors:
-        priors = shutil.copyfile(priors, os.path.join(out, "spatial_priors.png"))
+    curves = plot_learning_curves(summary, os.path.join(out, "learning_curves.png"),
+                                  title=title)
+    # The priors of the largest size's spatial-prior cell (its directory first: a
+    # copied study keeps them there, not at the path the cell was written with).
+    priors = None
+    for cell in sorted(cells, key=lambda c: -c["size"]):
+        found = [p for p in (os.path.join(cell.get("directory", ""), "spatial_priors.png"),
+                             cell.get("priors_png")) if p and os.path.exists(p)]
+        if cell.get("priors_png") and found:
+            priors = shutil.copyfile(found[0], os.path.join(out, "spatial_priors.png"))
+            break
     with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table + "\n\n" + sentence + "\n")
+        f.write(table + "\n\n" + notes + sentence + "\n")
+    cells = [{k: v for k, v in c.items() if k != "directory"} for c in cells]
     result = {"settings": settings, "models": models, "sizes": sorted(sizes), "seeds": seeds,
               "baseline": baseline, "cells": cells, **summary, "table": table,
               "verdict": sentence, "learning_curves_png": curves, "spatial_priors_png": priors,
-              "seconds": seconds}
+              "seconds": seconds, **(extra or {})}
     _write_json(os.path.join(out, "study.json"), result)
     if verbose:
-        print(f"\n{table}\n\n{sentence}\nLearning curves: {curves}"
+        print(f"\n{table}\n\n{notes}{sentence}\nLearning curves: {curves}"
               + (f"\nSpatial priors: {priors}" if priors else ""), flush=True)
     return result
+
+
+# === Combining studies ===
+
+# The one setting studies may differ in to be reported together: the step budget,
+# which a larger training set may need raised (stated per size in the report).
+_MAY_DIFFER = ("min_steps",)
+
+
+def parse_study_source(text):
+    """`"DIR"` or `"DIR=SIZE,SIZE"` -> `(DIR, sizes or None)`.
+
+    Example:
+
+    >>> parse_study_source("runs/fmnist32=100,300")
+    ('runs/fmnist32', [100, 300])
+    """
+    if os.path.isdir(text) or "=" not in text:
+        return text, None
+    directory, _, listed = text.rpartition("=")
+    try:
+        sizes = [int(s) for s in listed.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) <= 0:
+        raise ValueError(f"Expected DIR or DIR=SIZE,SIZE (positive integers). "
+                         f"Received: {text!r}")
+    return directory, sizes
+
+
+def combine_studies(sources, out, models=None, baseline=None, verbose=True):
+    """Reports the finished cells of several study directories as one study.
+
+    For a grid grown in parts: e.g. the larger training sets run in their own
+    directory with a larger `min_steps` (the only setting that may differ;
+    each size keeps the budget it ran with, stated per size in `table.md` and
+    `study.json`). Each size is taken from one directory: a size with finished
+    cells in two sources is refused unless the sources name their sizes
+    (`"DIR=100,300"`). Nothing is trained; `out` gets `study.json`,
+    `table.md`, `learning_curves.png` (and `spatial_priors.png`).
+
+    Args:
+        sources: list of `"DIR"` or `"DIR=SIZE,SIZE"` (only those sizes of
+            DIR), or `(DIR, sizes or None)` pairs.
+        out: str. The directory of the combined report (not one of the
+            sources).
+        models: optional list: the models to report, in table order
+            (default: every model with a finished cell, in the sources'
+            order).
+        baseline: the model others are compared with per seed (default as in
+            `study`).
+        verbose: bool. Print the table and the verdict.
+
+    Returns:
+        The `study.json` dict, with `sources`: a list of `{"directory",
+        "sizes", "min_steps"}`.
+
+    Example:
+
+    >>> result = combine_studies(["runs/fmnist32=100,300", "runs/fmnist32_n1000"],
+    ...                          out="runs/fmnist32_all")
+    >>> print(result["table"])
+    """
+    if isinstance(sources, (str, os.PathLike)) or not sources:
+        raise ValueError(f"Expected a list of study directories. Received: sources={sources!r}")
+    parsed = [parse_study_source(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else
+              (os.fspath(s[0]), None if s[1] is None else [int(n) for n in s[1]])
+              for s in sources]
+    first = settings = None
+    owner, cells, parts = {}, [], []
+    for directory, wanted in parsed:
+        path = os.path.join(directory, SETTINGS_FILE)
+        if not os.path.exists(path):
+            raise ValueError(f"{directory!r} is not a study directory (no {SETTINGS_FILE}). "
+                             "Expected the --out directory of `keras-spvit study`.")
+        if os.path.abspath(directory) == os.path.abspath(out):
+            raise ValueError(f"Expected an out directory other than the sources. Received: "
+                             f"out={out!r}")
+        mine = _read_json(path)
+        if first is None:
+            first, settings = directory, mine
+        for key in sorted(set(settings) | set(mine)):
+            if key not in _MAY_DIFFER and settings.get(key) != mine.get(key):
+                raise ValueError(
+                    f"{directory!r} holds a study with other settings than {first!r} ({key}: "
+                    f"{mine.get(key)!r} there, {settings.get(key)!r} in {first!r}). Expected "
+                    "studies that differ in min_steps only.")
+        found = [c for c in _finished_cells(directory)
+                 if wanted is None or c["size"] in wanted]
+        missing = sorted(set(wanted or ()) - {c["size"] for c in found})
+        if missing:
+            raise ValueError(f"{directory!r} has no finished cell of size "
+                             f"{', '.join(map(str, missing))}. Expected sizes it ran.")
+        sizes = sorted({c["size"] for c in found})
+        for size in sizes:
+            if size in owner:
+                raise ValueError(
+                    f"Size {size} has finished cells in {owner[size]!r} and {directory!r}. "
+                    f"Expected each size from one study: name the sizes to take, e.g. "
+                    f"{owner[size]}={size} or {directory}={size}.")
+            owner[size] = directory
+        cells += found
+        parts.append({"directory": directory, "sizes": sizes, "min_steps": mine["min_steps"]})
+    if not cells:
+        raise ValueError(f"No finished cells in {[d for d, _ in parsed]}. Expected studies "
+                         "with at least one finished cell.")
+    reports = [os.path.join(d, "study.json") for d, _ in parsed]
+    ran = list(dict.fromkeys(m for path in reports if os.path.exists(path)
+                             for m in _read_json(path).get("models", [])))
+    ran += sorted({c["model"] for c in cells} - set(ran))
+    ran = [m for m in ran if any(c["model"] == m for c in cells)]
+    if models is None:
+        models = ran
+    else:
+        models = _check_list("models", models, kind=str)
+        unknown = [m for m in models if m not in ran]
+        if unknown:
+            raise ValueError(f"No finished cell of model {unknown[0]!r} in the sources. "
+                             f"Expected models among {ran}.")
+        cells = [c for c in cells if c["model"] in models]
+    if baseline is not None and baseline not in models:
+        raise ValueError(f"Expected a baseline among the models {models}. "
+                         f"Received: baseline={baseline!r}")
+    baseline = baseline or default_baseline(models)
+    sizes = sorted(owner)
+    seeds = sorted({c["seed"] for c in cells})
+    steps = {size: sorted({c["steps"] for c in cells if c["size"] == size}) for size in sizes}
+    notes = "Optimizer steps per cell, by training-set size: " + "; ".join(
+        f"{size:,}: {'-'.join(f'{n:,}' for n in steps[size])} (min_steps "
+        f"{next(p['min_steps'] for p in parts if size in p['sizes']):,}, "
+        f"{owner[size]})" for size in sizes) + ".\n\n"
+    os.makedirs(out, exist_ok=True)
+    title = (f"{settings['data']}, {settings['image_size']} px, recipe "
+             f"{settings['recipe']['name']}, seeds {', '.join(map(str, seeds))}: test accuracy "
+             "(mean ± std)" + ("; step budget per size in table.md"
+                              if len({p['min_steps'] for p in parts}) > 1 else ""))
+    return _write_report(out, {k: v for k, v in settings.items() if k not in _MAY_DIFFER},
+                         cells, models, sizes, seeds, baseline, title, verbose=verbose,
+                         notes=notes, extra={"sources": parts})
 
 
 if __name__ == "__main__":

@@ -156,7 +156,10 @@ def test_verdict_cautions_when_the_compared_models_underfit():
              + _cells("A", [0.7, 0.8, 0.9], size=300) + _cells("SPViT_X", [0.7, 0.8, 0.9], size=300)
              + _cells("C", [0.1, 0.1, 0.1], train=0.1))  # not compared in the sentence
     sentence = verdict(summarize(cells, ["A", "SPViT_X", "C"], [100, 300], baseline="A"))
-    assert sentence.endswith("Caution: underfit (train accuracy A 62% at 100; below 90%): the "
+    # One decimal, rounded down: a mean of 89.96% is not printed as "90%; below 90%".
+    near = (_cells("A", [0.5, 0.6, 0.7], train=0.8996) + _cells("SPViT_X", [0.6, 0.7, 0.8]))
+    assert "A 89.9% at 100" in verdict(summarize(near, ["A", "SPViT_X"], [100], baseline="A"))
+    assert sentence.endswith("Caution: underfit (train accuracy A 62.0% at 100; below 90%): the "
                              "difference reflects the training budget as much as the models; "
                              "train longer (--epochs / --min-steps) before reading it as an "
                              "effect of the prior.")

@@ -25,6 +25,7 @@ from keras_spvit.cli.common import UsageError, native_logs_held, one_line
 
 SUBCOMMANDS = (
     "train", "evaluate", "predict", "convert", "label", "export", "explain", "study",
+    "study-report",
 )
 
 
@@ -53,7 +54,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=ArgumentParser)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"keras_spvit.cli.{name}")
+        module = importlib.import_module(f"keras_spvit.cli.{name.replace('-', '_')}")
         module.add_parser(subparsers)
     return parser
 

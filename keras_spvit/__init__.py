@@ -51,6 +51,7 @@ __all__ = [
     "TokenLabelingImageClassifier",
     "__version__",
     "attention_maps",
+    "combine_studies",
     "convert_checkpoint",
     "count_macs",
     "dense_teacher",

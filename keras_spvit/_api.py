@@ -39,7 +39,7 @@ from keras_spvit.models.token_labeling_image_classifier import (
 )
 from keras_spvit.search import search
 from keras_spvit.serving import export
-from keras_spvit.study import study
+from keras_spvit.study import combine_studies, study
 from keras_spvit.study import study as run_study
 from keras_spvit.token_labeling import make_token_labels
 from keras_spvit.zoo.convert import convert_checkpoint

@@ -49,6 +49,12 @@ def studies(tmp_path):
     return _study(tmp_path / "small", SMALL, 10), _study(tmp_path / "large", LARGE, 30)
 
 
+def test_public_name():
+    import keras_spvit
+
+    assert keras_spvit.combine_studies is combine_studies
+
+
 def test_each_size_from_its_study_with_its_budget_stated(studies, tmp_path):
     small, large = studies
     out = tmp_path / "all"

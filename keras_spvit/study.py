@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -291,13 +292,15 @@ def _underfit_warning(summary, models):
             "(--epochs / --min-steps) before reading it as an effect of the prior.")
 
 
-def plot_learning_curves(summary, path, title=None):
+def plot_learning_curves(summary, path, title=None, size_notes=None):
     """Writes a PNG: test accuracy vs training-set size (log x), mean +/- std, a line per model.
 
     Args:
         summary: `summarize`'s result.
         path: str. The `.png` to write.
-        title: optional title.
+        title: optional title (wrapped to the figure's width).
+        size_notes: optional `{size: str}`, printed under that size's tick
+            (e.g. its step budget).
 
     Returns:
         `path`.
@@ -326,14 +329,15 @@ def plot_learning_curves(summary, path, title=None):
     sizes = sorted({r["size"] for r in summary["rows"]})
     axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)  # one size too: offsets stay small
     axis.set_xticks(sizes)
-    axis.set_xticklabels([f"{s:,}" for s in sizes])
+    notes = size_notes or {}
+    axis.set_xticklabels([f"{s:,}" + (f"\n{notes[s]}" if s in notes else "") for s in sizes])
     axis.minorticks_off()
     axis.set_xlabel("training images (class-balanced subset, log scale)")
     axis.set_ylabel("test accuracy (%)")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(title or "Test accuracy vs training-set size (mean ± std over seeds)",
-                   fontsize=9)
+    axis.set_title(textwrap.fill(title or "Test accuracy vs training-set size (mean ± std "
+                                 "over seeds)", 90), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -888,12 +892,12 @@ def _finished_cells(out):
 
 
 def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, seconds=None,
-                  verbose=True, notes="", extra=None):
+                  verbose=True, notes="", extra=None, size_notes=None):
     summary = summarize(cells, models, sorted(sizes), baseline)
     table = format_table(summary)
     sentence = verdict(summary)
     curves = plot_learning_curves(summary, os.path.join(out, "learning_curves.png"),
-                                  title=title)
+                                  title=title, size_notes=size_notes)
     # The priors of the largest size's spatial-prior cell (its directory first: a
     # copied study keeps them there, not at the path the cell was written with).
     priors = None
@@ -1049,11 +1053,13 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     os.makedirs(out, exist_ok=True)
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
              f"{settings['recipe']['name']}, seeds {', '.join(map(str, seeds))}: test accuracy "
-             "(mean ± std)" + ("; step budget per size in table.md"
+             "(mean ± std)" + ("; optimizer steps per cell under each size"
                               if len({p['min_steps'] for p in parts}) > 1 else ""))
+    size_notes = ({size: "-".join(f"{n:,}" for n in steps[size]) + " steps" for size in sizes}
+                  if len({p["min_steps"] for p in parts}) > 1 else None)
     return _write_report(out, {k: v for k, v in settings.items() if k not in _MAY_DIFFER},
                          cells, models, sizes, seeds, baseline, title, verbose=verbose,
-                         notes=notes, extra={"sources": parts})
+                         notes=notes, extra={"sources": parts}, size_notes=size_notes)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
     from keras_spvit.data import sources
     from keras_spvit.data.datasets import image_folder_key, list_image_folder
     from keras_spvit.data.pipelines import _to_rgb
+    from keras_spvit.data.transforms import taken_branch_only
 
     kind, value = sources.parse_source(data)
     skip = set(skip)
@@ -155,7 +156,7 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
         rows = np.array([i for i in range(len(images)) if str(first + i) not in skip], np.int64)
         keys = tf.constant([str(first + i) for i in rows], tf.string)
         dataset = tf.data.Dataset.from_tensor_slices((images[rows], keys))
-        dataset = dataset.map(lambda image, key: (_to_rgb(image), key))
+        dataset = dataset.map(taken_branch_only(lambda image, key: (_to_rgb(image), key)))
         return dataset, {**info, "count": len(rows)}
     if kind == "folder":
         paths, _, names = list_image_folder(value)
@@ -165,6 +166,7 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
             ([p for p, _ in chosen], [k for _, k in chosen]) if chosen else
             (tf.zeros((0,), tf.string), tf.zeros((0,), tf.string)))
 
+        @taken_branch_only
         def read(path, key):
             image = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                        expand_animations=False)
@@ -184,7 +186,7 @@ def keyed_source(data, split="train", data_dir=None, skip=()):
             table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(sorted(skip), [1] * len(skip)), 0)
             dataset = dataset.filter(lambda e: table.lookup(e["tfds_id"]) == 0)
-        dataset = dataset.map(lambda e: (_to_rgb(e["image"]), e["tfds_id"]))
+        dataset = dataset.map(taken_branch_only(lambda e: (_to_rgb(e["image"]), e["tfds_id"])))
         total = builder.info.splits[split].num_examples
         return dataset, {"num_classes": label.num_classes, "class_names": list(label.names),
                          "count": max(total - len(skip), 0)}
@@ -237,7 +239,7 @@ def make_token_labels(teacher, data, out, *, split="train", image_size=None, cro
     import keras
     import tensorflow as tf
 
-    from keras_spvit.data.transforms import eval_transform
+    from keras_spvit.data.transforms import eval_transform, taken_branch_only
 
     for name, value in (("top_k", top_k), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -272,6 +274,7 @@ def make_token_labels(teacher, data, out, *, split="train", image_size=None, cro
         print(f"Continuing {os.fspath(out)!r}: {len(done)} images already labelled, "
               f"labelling the rest.")
 
+    @taken_branch_only  # (not AutoGraph-converted: 0.8 s less before the first image)
     def transform(image, key):
         return eval_transform(image, prep["image_size"], crop_pct=prep["crop_pct"],
                               interpolation=prep["interpolation"], mean=prep["mean"],

@@ -74,7 +74,7 @@ def preprocessed_batches(images, preprocessing, batch_size):
     preprocessor or through the pipelines' evaluation transform."""
     import tensorflow as tf
 
-    from keras_spvit.data.transforms import eval_transform
+    from keras_spvit.data.transforms import eval_transform, taken_branch_only
 
     if preprocessing.preprocessor is not None:
         # The preprocessor runs inside tf.data, as keras-hub's `predict` runs it.
@@ -82,6 +82,7 @@ def preprocessed_batches(images, preprocessing, batch_size):
     else:
         size = tuple(preprocessing.image_size)
 
+        @taken_branch_only  # (not AutoGraph-converted: 0.8 s less before the first image)
         def transform(image):
             return eval_transform(image, size, crop_pct=preprocessing.crop_pct,
                                   interpolation=preprocessing.interpolation,

@@ -9,6 +9,7 @@ import pytest
 import keras_spvit
 from keras_spvit.cli import main
 from keras_spvit.data.token_labels import TokenLabels
+from tests.data.test_pipelines import autograph_conversions
 from tests.data.test_token_labels import _released_tree
 
 N = 12
@@ -89,7 +90,7 @@ def test_labels_are_the_teachers_top_k_and_a_rerun_continues(tmp_path, npz, teac
     assert "k=5; this run has k=3" in error
 
 
-def test_a_keras_file_teacher(tmp_path, npz, capsys):
+def test_a_keras_file_teacher(tmp_path, npz, capsys, monkeypatch):
     model = keras.Sequential([
         keras.Input((32, 32, 3)),
         keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu"),
@@ -97,10 +98,13 @@ def test_a_keras_file_teacher(tmp_path, npz, capsys):
         keras.layers.Dense(10, activation="softmax"),
     ])
     model.save(tmp_path / "cnn.keras")
+    converted = autograph_conversions(monkeypatch)
     assert main(["label", "--teacher", str(tmp_path / "cnn.keras"), "--data", f"npz:{npz}",
                  "--out", str(tmp_path / "l"), "--top-k", "3", "--crop-pct", "0.5"]) == 0
     labels = TokenLabels.open(tmp_path / "l")
     assert (labels.grid, labels.k, labels.num_classes, len(labels)) == ((8, 8), 3, 10, N)
+    # The label pipeline runs the package's transforms as written (`taken_branch_only`).
+    assert sorted({m for m in converted if m.startswith("keras_spvit")}) == []
     scores, _ = labels.get("3")
     assert (np.diff(scores, axis=-1) <= 0).all()  # logits, best first
     assert labels.crop_pct == 0.5 and "preprocessing: 32x32, crop_pct 0.5" in \

@@ -98,17 +98,9 @@ def test_pipelines_run_the_package_functions_unconverted_by_autograph(monkeypatc
     # tf.data converts every map function with AutoGraph, recursively: converting the
     # package's augmentation took ~15 s of a pipeline's build on a 2-core CPU
     # (`taken_branch_only`); none of it needs converting (explicit tf.cond and loops).
-    from tensorflow.python.autograph.impl import api
-
     from keras_spvit.training.recipes import get_recipe
 
-    converted, original = [], api.converted_call
-
-    def recording(f, *args, **kwargs):
-        converted.append(getattr(f, "__module__", None) or "")
-        return original(f, *args, **kwargs)
-
-    monkeypatch.setattr(api, "converted_call", recording)
+    converted = autograph_conversions(monkeypatch)
     images, labels = _arrays(count=8)
     for training in (True, False):
         dataset = array_dataset(images, labels, image_size=16, batch_size=4, training=training,
@@ -117,6 +109,32 @@ def test_pipelines_run_the_package_functions_unconverted_by_autograph(monkeypatc
         next(iter(dataset))
     ours = sorted({m for m in converted if m.startswith("keras_spvit")})
     assert ours == [], ours
+
+
+def autograph_conversions(monkeypatch):
+    """The modules of the functions AutoGraph converts from now on (a list that grows)."""
+    from tensorflow.python.autograph.impl import api
+
+    converted, original = [], api.converted_call
+
+    def recording(f, *args, **kwargs):
+        converted.append(getattr(f, "__module__", None) or "")
+        return original(f, *args, **kwargs)
+
+    monkeypatch.setattr(api, "converted_call", recording)
+    return converted
+
+
+def test_the_prediction_pipeline_is_not_converted_either(monkeypatch):
+    from keras_spvit.cli.common import Preprocessing
+    from keras_spvit.cli.predict import preprocessed_batches
+
+    converted = autograph_conversions(monkeypatch)
+    images = [np.zeros((20, 24, 3), np.uint8), np.full((9, 7, 3), 200, np.uint8)]
+    preprocessing = Preprocessing((16, 16), 1.0, (0.5,) * 3, (0.5,) * 3)
+    batch = next(iter(preprocessed_batches(images, preprocessing, 2)))
+    assert tuple(batch.shape) == (2, 16, 16, 3)
+    assert sorted({m for m in converted if m.startswith("keras_spvit")}) == []
 
 
 def test_array_inputs_are_checked():

@@ -638,6 +638,24 @@ def _subprocess_env(threads):
 # === The study ===
 
 
+def time_left(durations, remaining, jobs):
+    """Seconds until `remaining` cells are done, `jobs` at a time, each taking
+    the mean of `durations` (the wall seconds of the cells finished so far).
+
+    Counted from the cells' own durations, not from the elapsed time: when
+    the first of J parallel cells finishes, elapsed time / cells done is J
+    times a cell's share of the wall clock.
+
+    Example:
+
+    >>> time_left([600.0], remaining=9, jobs=2)
+    2700.0
+    """
+    if not durations or remaining <= 0:
+        return 0.0
+    return statistics.mean(durations) * max(remaining / jobs, 1.0)
+
+
 def _clock(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -802,13 +820,14 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
     start = time.perf_counter()
     done = len(grid) - len(pending)
+    durations = []
 
     def progress(result):
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        ran = done - (len(grid) - len(pending))
-        left = elapsed / ran * (len(grid) - done)
+        durations.append(result["seconds"])
+        left = time_left(durations, len(grid) - done, jobs)
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
             f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
             f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "

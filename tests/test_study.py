@@ -172,6 +172,17 @@ def test_only_common_seeds_are_paired():
     assert paired["diff_mean"] == pytest.approx(0.2, abs=1e-12)
 
 
+def test_time_left_counts_parallel_cells_from_their_own_durations():
+    from keras_spvit.study import time_left
+
+    # Two cells at a time, 10 min each: after the first finishes (10 min elapsed, 1 done),
+    # 9 are left: 4.5 rounds of 10 min, not the 90 min elapsed / done would say.
+    assert time_left([600.0], remaining=9, jobs=2) == 2700.0
+    assert time_left([600.0, 300.0], remaining=4, jobs=1) == 1800.0
+    assert time_left([600.0], remaining=1, jobs=2) == 600.0   # the last cell, alone
+    assert time_left([600.0], remaining=0, jobs=2) == 0.0 and time_left([], 5, 2) == 0.0
+
+
 def test_default_baseline():
     assert default_baseline(["SPViT_Tiny", "LVViT_Tiny", "PlainViT_Tiny"]) == "PlainViT_Tiny"
     assert default_baseline(["SPViT_Tiny", "LVViT_Tiny"]) == "LVViT_Tiny"

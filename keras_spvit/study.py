@@ -1006,6 +1006,12 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     parsed = [parse_study_source(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else
               (os.fspath(s[0]), None if s[1] is None else [int(n) for n in s[1]])
               for s in sources]
+    if os.path.exists(os.path.join(out, SETTINGS_FILE)):
+        is_source = any(os.path.abspath(d) == os.path.abspath(out) for d, _ in parsed)
+        raise ValueError(
+            ("Expected an out directory other than the sources. " if is_source else
+             f"Expected an out directory without a study of its own ({SETTINGS_FILE}): its "
+             "report would be replaced. ") + f"Received: out={out!r}")
     first = settings = None
     owner, cells, parts = {}, [], []
     for directory, wanted in parsed:
@@ -1013,9 +1019,6 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
         if not os.path.exists(path):
             raise ValueError(f"{directory!r} is not a study directory (no {SETTINGS_FILE}). "
                              "Expected the --out directory of `keras-spvit study`.")
-        if os.path.abspath(directory) == os.path.abspath(out):
-            raise ValueError(f"Expected an out directory other than the sources. Received: "
-                             f"out={out!r}")
         mine = _read_json(path)
         if first is None:
             first, settings = directory, mine

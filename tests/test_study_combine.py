@@ -102,22 +102,27 @@ def test_a_size_in_two_studies_is_refused_naming_both(studies, tmp_path):
     assert not (tmp_path / "all").exists()
 
 
-@pytest.mark.parametrize("sources, message", [
-    (lambda s, l, t: [s, _study(t / "other", LARGE, 30, image_size=32)],
+@pytest.mark.parametrize("sources, out, message", [
+    (lambda s, l, t: [s, _study(t / "other", LARGE, 30, image_size=32)], "x",
      r"other settings than .* \(image_size: 32 there, 16 in"),
-    (lambda s, l, t: [f"{s}=20,300"], r"no finished cell of size 300"),
-    (lambda s, l, t: [f"{s}=x"], r"Expected DIR or DIR=SIZE,SIZE.*Received: '.*=x'"),
-    (lambda s, l, t: [str(t / "nope")], r"is not a study directory"),
-    (lambda s, l, t: [s, str(t / "all")], r"out directory other than the sources"),
-    (lambda s, l, t: s, r"Expected a list of study directories"),
+    (lambda s, l, t: [f"{s}=20,300"], "x", r"no finished cell of size 300"),
+    (lambda s, l, t: [f"{s}=x"], "x", r"Expected DIR or DIR=SIZE,SIZE.*Received: '.*=x'"),
+    (lambda s, l, t: [str(t / "nope")], "x", r"is not a study directory"),
+    (lambda s, l, t: s, "x", r"Expected a list of study directories"),
+    # A study directory as out: its own report would be overwritten.
+    (lambda s, l, t: [s, l], "small", r"out directory other than the sources"),
+    (lambda s, l, t: [s], "large", r"out directory without a study of its own \(settings"),
 ])
-def test_bad_sources_raise_one_line(studies, tmp_path, sources, message):
+def test_bad_sources_raise_one_line(studies, tmp_path, sources, out, message):
     small, large = studies
-    os.makedirs(tmp_path / "all", exist_ok=True)
-    (tmp_path / "all" / SETTINGS_FILE).write_text(json.dumps({**SETTINGS, "min_steps": 30}))
+    before = sorted(p.name for p in (tmp_path / out).iterdir()) if out != "x" else None
     with pytest.raises(ValueError, match=message) as error:
-        combine_studies(sources(small, large, tmp_path), str(tmp_path / "all"), verbose=False)
+        combine_studies(sources(small, large, tmp_path), str(tmp_path / out), verbose=False)
     assert "\n" not in str(error.value)
+    if out == "x":
+        assert not (tmp_path / "x").exists()
+    else:
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == before
 
 
 def test_bad_models_and_baseline(studies, tmp_path):

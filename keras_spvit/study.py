@@ -21,6 +21,7 @@ classes) and nested: with one seed, the 100-image subset is part of the
 300-image one.
 """
 
+import glob
 import json
 import math
 import os
@@ -896,17 +897,11 @@ def report(out, models, sizes, seeds, baseline, seconds=None, verbose=True):
 
 
 def _finished_cells(out):
-    """Every finished cell of the study in `out` (grid order), each with its
-    `directory`, whatever the grid its last run asked for."""
+    """Every finished cell of the study in `out`, each with its `directory`,
+    whatever grid its last run asked for (sorted by size, seed, model)."""
     cells = []
-    root = os.path.join(out, "cells")
-    for model in sorted(os.listdir(root)) if os.path.isdir(root) else ():
-        for size_dir in os.listdir(os.path.join(root, model)):
-            for seed_dir in os.listdir(os.path.join(root, model, size_dir)):
-                directory = os.path.join(root, model, size_dir, seed_dir)
-                if os.path.exists(os.path.join(directory, CELL_FILE)):
-                    cells.append({**_read_json(os.path.join(directory, CELL_FILE)),
-                                  "directory": directory})
+    for path in glob.glob(os.path.join(cell_dir(out, "*", "*", "*"), CELL_FILE)):
+        cells.append({**_read_json(path), "directory": os.path.dirname(path)})
     return sorted(cells, key=lambda c: (c["size"], c["seed"], c["model"]))
 
 
@@ -919,13 +914,10 @@ def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, s
                                   title=title, size_notes=size_notes)
     # The priors of the largest size's spatial-prior cell (its directory first: a
     # copied study keeps them there, not at the path the cell was written with).
-    priors = None
-    for cell in sorted(cells, key=lambda c: -c["size"]):
-        found = [p for p in (os.path.join(cell.get("directory", ""), "spatial_priors.png"),
-                             cell.get("priors_png")) if p and os.path.exists(p)]
-        if cell.get("priors_png") and found:
-            priors = shutil.copyfile(found[0], os.path.join(out, "spatial_priors.png"))
-            break
+    found = [path for cell in sorted(cells, key=lambda c: -c["size"]) if cell.get("priors_png")
+             for path in (os.path.join(cell["directory"], "spatial_priors.png"),
+                          cell["priors_png"]) if os.path.exists(path)]
+    priors = shutil.copyfile(found[0], os.path.join(out, "spatial_priors.png")) if found else None
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table + "\n\n" + notes + sentence + "\n")
     cells = [{k: v for k, v in c.items() if k != "directory"} for c in cells]
@@ -1013,7 +1005,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
              f"Expected an out directory without a study of its own ({SETTINGS_FILE}): its "
              "report would be replaced. ") + f"Received: out={out!r}")
     first = settings = None
-    owner, cells, parts = {}, [], []
+    owner, cells, parts = {}, [], []  # owner: size -> the part it comes from
     for directory, wanted in parsed:
         path = os.path.join(directory, SETTINGS_FILE)
         if not os.path.exists(path):
@@ -1034,16 +1026,18 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
         if missing:
             raise ValueError(f"{directory!r} has no finished cell of size "
                              f"{', '.join(map(str, missing))}. Expected sizes it ran.")
-        sizes = sorted({c["size"] for c in found})
-        for size in sizes:
+        part = {"directory": directory, "sizes": sorted({c["size"] for c in found}),
+                "min_steps": mine["min_steps"]}
+        for size in part["sizes"]:
             if size in owner:
+                other = owner[size]["directory"]
                 raise ValueError(
-                    f"Size {size} has finished cells in {owner[size]!r} and {directory!r}. "
+                    f"Size {size} has finished cells in {other!r} and {directory!r}. "
                     f"Expected each size from one study: name the sizes to take, e.g. "
-                    f"{owner[size]}={size} or {directory}={size}.")
-            owner[size] = directory
+                    f"{other}={size} or {directory}={size}.")
+            owner[size] = part
         cells += found
-        parts.append({"directory": directory, "sizes": sizes, "min_steps": mine["min_steps"]})
+        parts.append(part)
     if not cells:
         raise ValueError(f"No finished cells in {[d for d, _ in parsed]}. Expected studies "
                          "with at least one finished cell.")
@@ -1067,18 +1061,19 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     baseline = baseline or default_baseline(models)
     sizes = sorted(owner)
     seeds = sorted({c["seed"] for c in cells})
-    steps = {size: sorted({c["steps"] for c in cells if c["size"] == size}) for size in sizes}
+    steps = {size: "-".join(f"{n:,}" for n in sorted({c["steps"] for c in cells
+                                                      if c["size"] == size}))
+             for size in sizes}
     notes = "Optimizer steps per cell, by training-set size: " + "; ".join(
-        f"{size:,}: {'-'.join(f'{n:,}' for n in steps[size])} (min_steps "
-        f"{next(p['min_steps'] for p in parts if size in p['sizes']):,}, "
-        f"{owner[size]})" for size in sizes) + ".\n\n"
+        f"{size:,}: {steps[size]} (min_steps {owner[size]['min_steps']:,}, "
+        f"{owner[size]['directory']})" for size in sizes) + ".\n\n"
+    budgets_differ = len({p["min_steps"] for p in parts}) > 1
     os.makedirs(out, exist_ok=True)
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
              f"{settings['recipe']['name']}, seeds {', '.join(map(str, seeds))}: test accuracy "
              "(mean ± std)" + ("; optimizer steps per cell under each size"
-                              if len({p['min_steps'] for p in parts}) > 1 else ""))
-    size_notes = ({size: "-".join(f"{n:,}" for n in steps[size]) + " steps" for size in sizes}
-                  if len({p["min_steps"] for p in parts}) > 1 else None)
+                              if budgets_differ else ""))
+    size_notes = {size: f"{steps[size]} steps" for size in sizes} if budgets_differ else None
     return _write_report(out, {k: v for k, v in settings.items() if k not in _MAY_DIFFER},
                          cells, models, sizes, seeds, baseline, title, verbose=verbose,
                          notes=notes, extra={"sources": parts}, size_notes=size_notes)

@@ -934,9 +934,17 @@ def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, s
 
 # === Combining studies ===
 
-# The one setting studies may differ in to be reported together: the step budget,
-# which a larger training set may need raised (stated per size in the report).
-_MAY_DIFFER = ("min_steps",)
+# The settings studies may differ in to be reported together, each stated per size in
+# the report: the step budget, which a larger training set may need raised, and the
+# engine that ran the cells (the same layers to float32 rounding on every backend, with
+# or without XLA; only the random draws differ, as between seeds).
+_MAY_DIFFER = ("min_steps", "backend", "jit")
+
+
+def _engine(settings):
+    """`"jax"`, `"tensorflow, no XLA"`, ...: the backend a study's cells ran on."""
+    jit = settings.get("jit")
+    return f"{settings.get('backend')}" + (", no XLA" if jit is False else "")
 
 
 def parse_study_source(text):
@@ -964,9 +972,10 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     """Reports the finished cells of several study directories as one study.
 
     For a grid grown in parts: e.g. the larger training sets run in their own
-    directory with a larger `min_steps` (the only setting that may differ;
-    each size keeps the budget it ran with, stated per size in `table.md` and
-    `study.json`). Each size is taken from one directory: a size with finished
+    directory with a larger `min_steps`, or on another backend (the settings
+    that may differ; each size keeps the budget and backend it ran with,
+    stated per size in `table.md`, `study.json` and under the PNG's ticks).
+    Each size is taken from one directory: a size with finished
     cells in two sources is refused unless the sources name their sizes
     (`"DIR=100,300"`). Nothing is trained; `out` gets `study.json`,
     `table.md`, `learning_curves.png` (and `spatial_priors.png`).
@@ -985,7 +994,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
 
     Returns:
         The `study.json` dict, with `sources`: a list of `{"directory",
-        "sizes", "min_steps"}`.
+        "sizes", "min_steps", "backend", "jit"}`.
 
     Example:
 
@@ -1019,7 +1028,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
                 raise ValueError(
                     f"{directory!r} holds a study with other settings than {first!r} ({key}: "
                     f"{mine.get(key)!r} there, {settings.get(key)!r} in {first!r}). Expected "
-                    "studies that differ in min_steps only.")
+                    f"studies that differ in {', '.join(_MAY_DIFFER)} only.")
         found = [c for c in _finished_cells(directory)
                  if wanted is None or c["size"] in wanted]
         missing = sorted(set(wanted or ()) - {c["size"] for c in found})
@@ -1027,7 +1036,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
             raise ValueError(f"{directory!r} has no finished cell of size "
                              f"{', '.join(map(str, missing))}. Expected sizes it ran.")
         part = {"directory": directory, "sizes": sorted({c["size"] for c in found}),
-                "min_steps": mine["min_steps"]}
+                **{key: mine.get(key) for key in _MAY_DIFFER}}
         for size in part["sizes"]:
             if size in owner:
                 other = owner[size]["directory"]
@@ -1064,16 +1073,21 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     steps = {size: "-".join(f"{n:,}" for n in sorted({c["steps"] for c in cells
                                                       if c["size"] == size}))
              for size in sizes}
+    engines = {size: _engine(owner[size]) for size in sizes}
     notes = "Optimizer steps per cell, by training-set size: " + "; ".join(
-        f"{size:,}: {steps[size]} (min_steps {owner[size]['min_steps']:,}, "
+        f"{size:,}: {steps[size]} (min_steps {owner[size]['min_steps']:,}, {engines[size]}, "
         f"{owner[size]['directory']})" for size in sizes) + ".\n\n"
     budgets_differ = len({p["min_steps"] for p in parts}) > 1
+    engines_differ = len(set(engines.values())) > 1
     os.makedirs(out, exist_ok=True)
+    under = [what for what, differ in (("optimizer steps per cell", budgets_differ),
+                                       ("backend", engines_differ)) if differ]
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
              f"{settings['recipe']['name']}, seeds {', '.join(map(str, seeds))}: test accuracy "
-             "(mean ± std)" + ("; optimizer steps per cell under each size"
-                              if budgets_differ else ""))
-    size_notes = {size: f"{steps[size]} steps" for size in sizes} if budgets_differ else None
+             "(mean ± std)" + (f"; {' and '.join(under)} under each size" if under else ""))
+    size_notes = {size: ", ".join(([f"{steps[size]} steps"] if budgets_differ else [])
+                                  + ([engines[size]] if engines_differ else []))
+                  for size in sizes} if under else None
     return _write_report(out, {k: v for k, v in settings.items() if k not in _MAY_DIFFER},
                          cells, models, sizes, seeds, baseline, title, verbose=verbose,
                          notes=notes, extra={"sources": parts}, size_notes=size_notes)

@@ -5,6 +5,7 @@ accuracies), so the combined table is checked against numbers computed here;
 nothing trains.
 """
 
+import importlib
 import json
 import os
 
@@ -71,15 +72,40 @@ def test_each_size_from_its_study_with_its_budget_stated(studies, tmp_path):
     assert paired[20]["diff_mean"] == pytest.approx(0.075)   # +0.05, +0.10
     assert paired[50]["diff_mean"] == pytest.approx(0.075)   # +0.10, +0.05
     assert paired[50]["wins"] == 2
-    assert result["sources"] == [{"directory": small, "sizes": [20], "min_steps": 10},
-                                 {"directory": large, "sizes": [50], "min_steps": 30}]
+    engine = {"backend": "jax", "jit": None}
+    assert result["sources"] == [{"directory": small, "sizes": [20], "min_steps": 10, **engine},
+                                 {"directory": large, "sizes": [50], "min_steps": 30, **engine}]
     assert "min_steps" not in result["settings"]
     table = (out / "table.md").read_text()
-    assert f"20: 20 (min_steps 10, {small}); 50: 60 (min_steps 30, {large})" in table
+    assert f"20: 20 (min_steps 10, jax, {small}); 50: 60 (min_steps 30, jax, {large})" in table
     assert (out / "learning_curves.png").read_bytes()[:8] == PNG
     # The priors of the largest size, found in the copied cell's own directory.
     assert (out / "spatial_priors.png").read_bytes() == PNG + b"50"
     assert json.loads((out / "study.json").read_text())["sources"] == result["sources"]
+
+
+def test_studies_run_on_other_backends_combine_with_each_sizes_backend_stated(
+        tmp_path, monkeypatch):
+    # The same layers on every backend: a row grown on another engine is one study,
+    # the engine named per size in the table, study.json and under the PNG's ticks.
+    study_module = importlib.import_module("keras_spvit.study")  # the function shadows it
+    small = _study(tmp_path / "small", SMALL, 10)
+    large = _study(tmp_path / "large", LARGE, 10, backend="torch", jit=False)
+    ticks = {}
+    plot = study_module.plot_learning_curves
+    monkeypatch.setattr(study_module, "plot_learning_curves",
+                        lambda *a, **k: ticks.update(k) or plot(*a, **k))
+    out = tmp_path / "all"
+    result = combine_studies([f"{small}=20", large], str(out), verbose=False)
+    assert [(p["backend"], p["jit"]) for p in result["sources"]] == [("jax", None),
+                                                                     ("torch", False)]
+    assert "backend" not in result["settings"] and "jit" not in result["settings"]
+    table = (out / "table.md").read_text()
+    assert (f"20: 20 (min_steps 10, jax, {small}); 50: 20 (min_steps 10, torch, no XLA, "
+            f"{large})") in table
+    # One budget: only the engine goes under the ticks.
+    assert ticks["size_notes"] == {20: "jax", 50: "torch, no XLA"}
+    assert ticks["title"].endswith("; backend under each size")
 
 
 def test_models_choose_and_order_the_rows(studies, tmp_path):
@@ -104,7 +130,8 @@ def test_a_size_in_two_studies_is_refused_naming_both(studies, tmp_path):
 
 @pytest.mark.parametrize("sources, out, message", [
     (lambda s, l, t: [s, _study(t / "other", LARGE, 30, image_size=32)], "x",
-     r"other settings than .* \(image_size: 32 there, 16 in"),
+     r"other settings than .* \(image_size: 32 there, 16 in .*Expected studies that differ "
+     r"in min_steps, backend, jit only\."),
     (lambda s, l, t: [f"{s}=20,300"], "x", r"no finished cell of size 300"),
     (lambda s, l, t: [f"{s}=x"], "x", r"Expected DIR or DIR=SIZE,SIZE.*Received: '.*=x'"),
     (lambda s, l, t: [str(t / "nope")], "x", r"is not a study directory"),

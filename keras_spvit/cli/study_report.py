@@ -13,8 +13,9 @@ def add_parser(subparsers):
         help="one table and learning curve from several study directories (trains nothing)",
         description="Report the finished cells of several `keras-spvit study` directories as "
         "one study: OUT/study.json, OUT/table.md and OUT/learning_curves.png. The studies "
-        "must share every setting but --min-steps (a grid whose larger sizes ran with a "
-        "larger step budget: each size's budget is stated in the table). Each size comes "
+        "must share every setting but --min-steps and the backend (a grid whose larger "
+        "sizes ran with a larger step budget, or on another engine: each size's budget and "
+        "backend are stated in the table). Each size comes "
         "from one directory; DIR=SIZE,SIZE takes only those sizes of DIR.",
     )
     parser.add_argument("sources", nargs="+", metavar="DIR[=SIZES]",

@@ -278,6 +278,16 @@ def verdict(summary, model=None):
     return f"{lead}: " + "; ".join(parts) + "." + _underfit_warning(summary, (model, baseline))
 
 
+def _percent_below(value, limit):
+    """`value` (< `limit`) in percent as the table prints it (one decimal), or
+    with two decimals rounded down where one would read as `limit` itself
+    (0.8996 -> "89.96", not "90.0"; 0.4835 -> "48.4" as in the table)."""
+    text = f"{100 * value:.1f}"
+    if float(text) >= 100 * limit:
+        text = f"{math.floor(10000 * value) / 100:.2f}"
+    return text
+
+
 def _underfit_warning(summary, models):
     """" Caution: ..." naming the compared rows whose mean train accuracy is below
     `UNDERFIT_BELOW`, or "" when every compared model fits its training images."""
@@ -285,8 +295,7 @@ def _underfit_warning(summary, models):
            if r["model"] in models and r["train_mean"] < UNDERFIT_BELOW]
     if not low:
         return ""
-    # Rounded down: a mean below the threshold never prints as the threshold.
-    rows = ", ".join(f"{r['model']} {math.floor(1000 * r['train_mean']) / 10:.1f}% at "
+    rows = ", ".join(f"{r['model']} {_percent_below(r['train_mean'], UNDERFIT_BELOW)}% at "
                      f"{r['size']:,}" for r in low)
     return (f" Caution: underfit (train accuracy {rows}; below {100 * UNDERFIT_BELOW:.0f}%): "
             "the difference reflects the training budget as much as the models; train longer "

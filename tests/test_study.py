@@ -156,9 +156,14 @@ def test_verdict_cautions_when_the_compared_models_underfit():
              + _cells("A", [0.7, 0.8, 0.9], size=300) + _cells("SPViT_X", [0.7, 0.8, 0.9], size=300)
              + _cells("C", [0.1, 0.1, 0.1], train=0.1))  # not compared in the sentence
     sentence = verdict(summarize(cells, ["A", "SPViT_X", "C"], [100, 300], baseline="A"))
-    # One decimal, rounded down: a mean of 89.96% is not printed as "90%; below 90%".
+    # The table's figure (one decimal, 0.4835 -> 48.4 in both), but a mean of 89.96% is
+    # not printed as "90.0%; below 90%": two decimals, rounded down, there.
     near = (_cells("A", [0.5, 0.6, 0.7], train=0.8996) + _cells("SPViT_X", [0.6, 0.7, 0.8]))
-    assert "A 89.9% at 100" in verdict(summarize(near, ["A", "SPViT_X"], [100], baseline="A"))
+    assert "A 89.96% at 100" in verdict(summarize(near, ["A", "SPViT_X"], [100], baseline="A"))
+    low = (_cells("A", [0.5, 0.6, 0.7], train=0.4835) + _cells("SPViT_X", [0.6, 0.7, 0.8]))
+    summary = summarize(low, ["A", "SPViT_X"], [100], baseline="A")
+    assert "| A | 100 | 3 | 60.0 ± 10.0 | 48.4 ± 0.0 |" in format_table(summary)
+    assert "A 48.4% at 100" in verdict(summary)
     assert sentence.endswith("Caution: underfit (train accuracy A 62.0% at 100; below 90%): the "
                              "difference reflects the training budget as much as the models; "
                              "train longer (--epochs / --min-steps) before reading it as an "

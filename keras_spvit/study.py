@@ -575,6 +575,7 @@ def run_cell(settings, model_name, size, seed, directory):
         "epochs": epochs, "repeats": repeats, "steps": epochs * steps, "batch_size": batch,
         "parameters": int(model.count_params()),
         "train_seconds": summary["seconds"], "seconds": time.perf_counter() - start,
+        "resumed_at_step": summary["resumed_at_step"],  # the seconds count the rest
         # The process's CPU seconds (all its threads): on a shared machine the steadier
         # measure of what a cell costs (wall seconds count the waits for a core).
         "cpu_seconds": time.process_time() - cpu_start,
@@ -648,22 +649,36 @@ def _subprocess_env(threads):
 # === The study ===
 
 
-def time_left(durations, remaining, jobs):
-    """Seconds until `remaining` cells are done, `jobs` at a time, each taking
-    the mean of `durations` (the wall seconds of the cells finished so far).
+def time_left(finished, remaining_steps, jobs):
+    """Seconds until the cells of `remaining_steps` are done, `jobs` at a time.
 
-    Counted from the cells' own durations, not from the elapsed time: when
-    the first of J parallel cells finishes, elapsed time / cells done is J
-    times a cell's share of the wall clock.
+    Counted from the finished cells' own wall seconds per optimizer step
+    they trained (a resumed cell's seconds cover only the steps it trained
+    after resuming), not from the elapsed time: when the first of J parallel
+    cells finishes, elapsed time / cells done is J times a cell's share of
+    the wall clock. The cells left are spread over the jobs, but take at
+    least as long as the largest of them.
+
+    Args:
+        finished: list of `(seconds, steps trained)` of the cells finished so far.
+        remaining_steps: list of the optimizer steps of each cell not finished.
+        jobs: int. Cells run at once.
+
+    Returns:
+        Seconds, or `None` until a finished cell has trained a step.
 
     Example:
 
-    >>> time_left([600.0], remaining=9, jobs=2)
+    >>> time_left([(600.0, 1000)], remaining_steps=[1000] * 9, jobs=2)
     2700.0
     """
-    if not durations or remaining <= 0:
+    seconds, steps = sum(s for s, _ in finished), sum(n for _, n in finished)
+    if not remaining_steps:
         return 0.0
-    return statistics.mean(durations) * max(remaining / jobs, 1.0)
+    if steps <= 0:
+        return None
+    work = max(sum(remaining_steps) / jobs, max(remaining_steps))
+    return seconds / steps * work
 
 
 def _clock(seconds):
@@ -830,18 +845,21 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
     start = time.perf_counter()
     done = len(grid) - len(pending)
-    durations = []
+    left_steps = {cell: cell_schedule(settings, cell[1])[2] * epochs for cell in pending}
+    finished = []
 
     def progress(result):
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        durations.append(result["seconds"])
-        left = time_left(durations, len(grid) - done, jobs)
+        left_steps.pop((result["model"], result["size"], result["seed"]), None)
+        finished.append((result["seconds"], result["steps"] - result.get("resumed_at_step", 0)))
+        left = time_left(finished, list(left_steps.values()), jobs)
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
             f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
             f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "
-            f"{_clock(elapsed)}, about {_clock(left)} left")
+            f"{_clock(elapsed)}, " + ("time left known after a cell that trained"
+                                      if left is None else f"about {_clock(left)} left"))
 
     if jobs == 1:
         import keras

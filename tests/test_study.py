@@ -177,15 +177,22 @@ def test_only_common_seeds_are_paired():
     assert paired["diff_mean"] == pytest.approx(0.2, abs=1e-12)
 
 
-def test_time_left_counts_parallel_cells_from_their_own_durations():
+def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     from keras_spvit.study import time_left
 
-    # Two cells at a time, 10 min each: after the first finishes (10 min elapsed, 1 done),
-    # 9 are left: 4.5 rounds of 10 min, not the 90 min elapsed / done would say.
-    assert time_left([600.0], remaining=9, jobs=2) == 2700.0
-    assert time_left([600.0, 300.0], remaining=4, jobs=1) == 1800.0
-    assert time_left([600.0], remaining=1, jobs=2) == 600.0   # the last cell, alone
-    assert time_left([600.0], remaining=0, jobs=2) == 0.0 and time_left([], 5, 2) == 0.0
+    # Two cells at a time, 10 min per 1,000 steps: after the first finishes (10 min
+    # elapsed, 1 done), 9 are left: 4.5 rounds of 10 min, not the 90 min elapsed / done
+    # would say.
+    assert time_left([(600.0, 1000)], [1000] * 9, jobs=2) == 2700.0
+    assert time_left([(600.0, 1000), (300.0, 500)], [1000] * 3, jobs=1) == 1800.0
+    assert time_left([(600.0, 1000)], [1000], jobs=2) == 600.0   # the last cell, alone
+    # A larger size's cells take longer by their steps; the largest bounds the rest.
+    assert time_left([(600.0, 1000)], [3000, 1000], jobs=2) == 1800.0
+    # A resumed cell's seconds cover its last 100 steps only: 1 min is 10 min per 1,000
+    # steps, not a 1-min cell.
+    assert time_left([(60.0, 100)], [1000] * 2, jobs=2) == 600.0
+    assert time_left([(600.0, 1000)], [], jobs=2) == 0.0
+    assert time_left([], [1000], 2) is None and time_left([(5.0, 0)], [1000], 2) is None
 
 
 def test_default_baseline():

@@ -341,6 +341,9 @@ def fit(
     backup_dir = os.path.join(out_dir, "backup")
     position = restore(model, backup_dir, steps_per_epoch)
     start_epoch, start_batch = (position["epoch"], position["batch"]) if position else (0, 0)
+    resumed_at_step = (position.get("optimizer_steps") if position else 0)
+    if resumed_at_step is None:  # a backup without the count: the batches before it
+        resumed_at_step = start_epoch * steps_per_epoch + start_batch
     if not chief:
         verbose = 0
     if position and chief:
@@ -423,6 +426,9 @@ def fit(
         ),
         "seconds": seconds,
         "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        # Where this run took over from an interrupted one (0: trained from the
+        # start); `seconds` counts this run only.
+        "resumed_at_step": int(resumed_at_step),
         "model_path": model_path,
         "log_path": os.path.join(out_dir, "log.csv"),
         "tensorboard_dir": os.path.join(out_dir, "tensorboard"),

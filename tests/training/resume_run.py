@@ -66,6 +66,6 @@ summary = fit(
 )
 np.savez(
     os.path.join(out, "final.npz"),
-    steps=summary["optimizer_steps"],
+    steps=summary["optimizer_steps"], resumed_at=summary["resumed_at_step"],
     **{f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.weights)},
 )

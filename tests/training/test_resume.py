@@ -61,6 +61,8 @@ def test_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     ours, theirs = _final(run), _final(tmp_path / "reference")
     assert int(ours["steps"]) == int(theirs["steps"]) == 18
+    # The summary says where the last run took over (its seconds count the rest).
+    assert (int(ours.pop("resumed_at")), int(theirs.pop("resumed_at"))) == (16, 0)
     assert ours.keys() == theirs.keys()
     # Same batches in the same order, same drop-path draws, same EMA: bit for
     # bit (TensorFlow with op determinism, JAX and torch on CPU are

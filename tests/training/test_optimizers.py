@@ -97,3 +97,46 @@ def test_config_round_trip():
     assert restored.global_clipnorm == 1.0
     with pytest.raises(ValueError, match="-1"):
         ParamGroupAdamW(lr_multipliers={"a": -1.0})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the multi-tensor update is PyTorch's; the other backends run "
+                           "update_step per variable (tested above)")
+@pytest.mark.parametrize("grad_dtype", ["float32", "bfloat16"])
+def test_torch_multi_tensor_update_equals_update_step_per_variable(grad_dtype):
+    # The `torch._foreach_*` path against Keras' own per-variable path on the same
+    # optimizer class: bit for bit, over parameter groups (two learning-rate scales,
+    # decayed and not), global clipping, a schedule and the EMA, for four steps.
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    class PerVariable(ParamGroupAdamW):
+        def _backend_update_step(self, grads, variables, learning_rate):
+            return BaseOptimizer._backend_update_step(self, grads, variables, learning_rate)
+
+        def _update_model_variables_moving_average(self, variables):
+            return BaseOptimizer._update_model_variables_moving_average(self, variables)
+
+    rng = np.random.default_rng(2)
+    models = [_toy(), _toy()]
+    for a, b in zip(*(m.trainable_variables for m in models)):
+        a.assign(rng.normal(size=a.shape).astype("float32"))
+        b.assign(a)
+    start = [keras.ops.convert_to_numpy(v) for v in models[0].trainable_variables]
+    settings = dict(
+        learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 2, 0.5),
+        weight_decay=0.2, lr_multipliers={"block_0/kernel": 0.25, "block_0/bias": 0.5},
+        no_weight_decay=["block_0/bias", "norm/gamma", "norm/beta", "head/bias"],
+        global_clipnorm=1.0, use_ema=True, ema_momentum=0.9)
+    fast, slow = ParamGroupAdamW(**settings), PerVariable(**settings)
+    for _ in range(4):
+        grads = [keras.ops.convert_to_tensor(rng.normal(size=v.shape), dtype=grad_dtype)
+                 for v in models[0].trainable_variables]  # bfloat16: cast to float32
+        ours, theirs = _one_step(fast, models[0], grads), _one_step(slow, models[1], grads)
+        for a, b, path in zip(ours, theirs, [v.path for v in models[0].trainable_variables]):
+            np.testing.assert_array_equal(a, b, err_msg=path)
+    for a, b in zip(fast._model_variables_moving_average, slow._model_variables_moving_average):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    for a, b in zip(fast.variables, slow.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # The weights moved: a path that did nothing would pass the comparisons above.
+    assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(ours, start))

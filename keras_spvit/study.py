@@ -652,15 +652,17 @@ def _subprocess_env(threads):
 def time_left(finished, remaining_steps, jobs):
     """Seconds until the cells of `remaining_steps` are done, `jobs` at a time.
 
-    Counted from the finished cells' own wall seconds per optimizer step
-    they trained (a resumed cell's seconds cover only the steps it trained
-    after resuming), not from the elapsed time: when the first of J parallel
-    cells finishes, elapsed time / cells done is J times a cell's share of
-    the wall clock. The cells left are spread over the jobs, but take at
-    least as long as the largest of them.
+    Counted from the finished cells' own seconds, not from the elapsed time
+    (when the first of J parallel cells finishes, elapsed time / cells done is
+    J times a cell's share of the wall clock): their training seconds per
+    optimizer step they trained (a resumed cell's seconds cover only the
+    steps it trained after resuming) times the steps left, spread over the
+    jobs but at least the largest cell left, plus their mean seconds outside
+    training (loading, evaluation) per round of `jobs` cells.
 
     Args:
-        finished: list of `(seconds, steps trained)` of the cells finished so far.
+        finished: list of `(training seconds, steps trained, other seconds)`
+            of the cells finished so far.
         remaining_steps: list of the optimizer steps of each cell not finished.
         jobs: int. Cells run at once.
 
@@ -669,16 +671,17 @@ def time_left(finished, remaining_steps, jobs):
 
     Example:
 
-    >>> time_left([(600.0, 1000)], remaining_steps=[1000] * 9, jobs=2)
-    2700.0
+    >>> time_left([(600.0, 1000, 30.0)], remaining_steps=[1000] * 9, jobs=2)
+    2850.0
     """
-    seconds, steps = sum(s for s, _ in finished), sum(n for _, n in finished)
+    seconds, steps = sum(s for s, _, _ in finished), sum(n for _, n, _ in finished)
     if not remaining_steps:
         return 0.0
     if steps <= 0:
         return None
-    work = max(sum(remaining_steps) / jobs, max(remaining_steps))
-    return seconds / steps * work
+    training = seconds / steps * max(sum(remaining_steps) / jobs, max(remaining_steps))
+    rounds = math.ceil(len(remaining_steps) / jobs)
+    return training + rounds * statistics.mean(other for _, _, other in finished)
 
 
 def _clock(seconds):
@@ -853,7 +856,9 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         done += 1
         elapsed = time.perf_counter() - start
         left_steps.pop((result["model"], result["size"], result["seed"]), None)
-        finished.append((result["seconds"], result["steps"] - result.get("resumed_at_step", 0)))
+        trained = result.get("train_seconds", result["seconds"])
+        finished.append((trained, result["steps"] - result.get("resumed_at_step", 0),
+                         result["seconds"] - trained))
         left = time_left(finished, list(left_steps.values()), jobs)
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
             f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "

@@ -183,16 +183,17 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     # Two cells at a time, 10 min per 1,000 steps: after the first finishes (10 min
     # elapsed, 1 done), 9 are left: 4.5 rounds of 10 min, not the 90 min elapsed / done
     # would say.
-    assert time_left([(600.0, 1000)], [1000] * 9, jobs=2) == 2700.0
-    assert time_left([(600.0, 1000), (300.0, 500)], [1000] * 3, jobs=1) == 1800.0
-    assert time_left([(600.0, 1000)], [1000], jobs=2) == 600.0   # the last cell, alone
+    assert time_left([(600.0, 1000, 0.0)], [1000] * 9, jobs=2) == 2700.0
+    assert time_left([(600.0, 1000, 0.0), (300.0, 500, 0.0)], [1000] * 3, jobs=1) == 1800.0
+    assert time_left([(600.0, 1000, 0.0)], [1000], jobs=2) == 600.0   # the last cell, alone
     # A larger size's cells take longer by their steps; the largest bounds the rest.
-    assert time_left([(600.0, 1000)], [3000, 1000], jobs=2) == 1800.0
-    # A resumed cell's seconds cover its last 100 steps only: 1 min is 10 min per 1,000
-    # steps, not a 1-min cell.
-    assert time_left([(60.0, 100)], [1000] * 2, jobs=2) == 600.0
-    assert time_left([(600.0, 1000)], [], jobs=2) == 0.0
-    assert time_left([], [1000], 2) is None and time_left([(5.0, 0)], [1000], 2) is None
+    assert time_left([(600.0, 1000, 0.0)], [3000, 1000], jobs=2) == 1800.0
+    # A resumed cell's training seconds cover its last 100 steps only: 1 min is 10 min
+    # per 1,000 steps, not a 1-min cell; its loading and evaluation (40 s) count once
+    # per round of cells, not per step.
+    assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2) == 2 * 600.0 + 2 * 40.0
+    assert time_left([(600.0, 1000, 5.0)], [], jobs=2) == 0.0
+    assert time_left([], [1000], 2) is None and time_left([(5.0, 0, 1.0)], [1000], 2) is None
 
 
 def test_default_baseline():

@@ -1,0 +1,56 @@
+"""The study results the README and the ledgers state are what `study-report` makes of
+the finished cells shipped in `docs/study_runs` (nothing is trained: the cells' own
+`cell.json` files are read). A table edited by hand, or a ledger grown without its
+table, fails here."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from keras_spvit.study import combine_studies
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "docs" / "study_runs"
+MODELS = ["PlainViT_Tiny", "SPViT_Tiny", "LVViT_Tiny", "RefinedViT_Tiny", "PSViT_Tiny_CPU"]
+
+
+def _section(text, heading):
+    start = text.index(heading)
+    end = text.find("\n### ", start + len(heading))
+    return text[start:end if end >= 0 else None]
+
+
+def _table_lines(text):
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_readme_fashion_mnist_tables_are_the_ledgers_report(tmp_path):
+    section = _section((ROOT / "README.md").read_text(), "### Does the prior pay off?")
+    # The ledgers the README's command reports (`study-report ... =100,300 ...`).
+    sources = [f"{RUNS / 'fashion_mnist_32'}=100,300", str(RUNS / "fashion_mnist_32_n1000")]
+    sources += [str(RUNS / "fashion_mnist_32_n3000")] if "| 3,000 |" in section else []
+    result = combine_studies(sources, str(tmp_path / "all"), models=MODELS, verbose=False)
+    assert _table_lines(section) == _table_lines(result["table"])
+
+
+def test_digits_ledger_table_is_its_report(tmp_path):
+    ledger = RUNS / "digits_32"
+    result = combine_studies([str(ledger)], str(tmp_path / "digits"), models=MODELS,
+                             verbose=False)
+    rows = {(r["model"], r["size"]): r for r in result["rows"]}
+    stated = _table_lines((ledger / "README.md").read_text())[2:]
+    assert [line.split(" | ")[0].strip("| ") for line in stated] == MODELS
+    for line in stated:
+        model, *cells = [c.strip() for c in line.strip("|").split("|")]
+        for size, cell in zip((100, 300), cells):
+            r = rows[model, size]
+            assert cell == f"{100 * r['test_mean']:.1f} ± {100 * r['test_std']:.1f}", (model, size)
+
+
+@pytest.mark.parametrize("ledger", sorted(p.name for p in RUNS.iterdir() if p.is_dir()))
+def test_every_ledger_says_how_it_was_run(ledger):
+    # Its README gives the command that grows it: the study's with `--out`.
+    text = (RUNS / ledger / "README.md").read_text()
+    assert re.search(r"keras-spvit study --data \w+", text) and "--out runs/" in text
+    assert (RUNS / ledger / "settings.json").exists()

@@ -1135,7 +1135,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
              + ": test accuracy (mean ± std)"
              + (f"; {', '.join(under[:-1])}{' and ' if len(under) > 1 else ''}{under[-1]} "
                 "under each size" if under else ""))
-    size_notes = {size: ", ".join(([f"seeds {seeds_of[size]}"] if seeds_differ else [])
+    size_notes = {size: "\n".join(([f"seeds {seeds_of[size]}"] if seeds_differ else [])
                                   + ([f"{steps[size]} steps"] if budgets_differ else [])
                                   + ([engines[size]] if engines_differ else []))
                   for size in sizes} if under else None

@@ -125,6 +125,12 @@ def test_a_size_with_other_seeds_states_each_sizes_seeds(tmp_path, monkeypatch):
     # The same seeds everywhere: in the title, as a range, nothing under the ticks.
     combine_studies([f"{large}"], str(tmp_path / "one"), verbose=False)
     assert ", seeds 0, 1: test accuracy" in ticks["title"] and ticks["size_notes"] is None
+    # Two settings differ: one line each under the tick (a comma-joined line overlaps
+    # its neighbours').
+    other = _study(tmp_path / "other", LARGE, 30, backend="torch")
+    combine_studies([f"{small}=20", other], str(tmp_path / "two"), verbose=False)
+    assert ticks["size_notes"] == {20: "seeds 0\n20 steps\njax",
+                                   50: "seeds 0, 1\n60 steps\ntorch"}
     assert study_module._seed_list([0, 1, 2, 3, 4]) == "0-4"
     assert study_module._seed_list([0, 2, 3, 5, 6, 7]) == "0, 2, 3, 5-7"
 

@@ -856,8 +856,8 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         done += 1
         elapsed = time.perf_counter() - start
         left_steps.pop((result["model"], result["size"], result["seed"]), None)
-        trained = result.get("train_seconds", result["seconds"])
-        finished.append((trained, result["steps"] - result.get("resumed_at_step", 0),
+        trained = result["train_seconds"]
+        finished.append((trained, result["steps"] - result["resumed_at_step"],
                          result["seconds"] - trained))
         left = time_left(finished, list(left_steps.values()), jobs)
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "

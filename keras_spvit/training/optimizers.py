@@ -196,8 +196,14 @@ def _torch_update_step(optimizer, grads, variables, learning_rate):
         index = optimizer._get_variable_index(variable)
         key = (optimizer._group_scales[index], optimizer._group_decays[index], variable.dtype)
         groups.setdefault(key, []).append((grad, variable, index))
+    powers = {}  # per dtype: the bias corrections' beta_1^t, beta_2^t, the same in every group
     with torch.no_grad():
         for (scale, decays, dtype), members in groups.items():
+            if dtype not in powers:
+                step = ops.cast(optimizer.iterations + 1, dtype)
+                powers[dtype] = (ops.power(ops.cast(optimizer.beta_1, dtype), step),
+                                 ops.power(ops.cast(optimizer.beta_2, dtype), step))
+            beta_1_power, beta_2_power = powers[dtype]
             rate = learning_rate
             if scale != 1.0:
                 rate = ops.multiply(rate, ops.cast(scale, rate.dtype))
@@ -206,9 +212,6 @@ def _torch_update_step(optimizer, grads, variables, learning_rate):
             if optimizer.weight_decay is not None and decays:
                 decay = ops.multiply(ops.cast(optimizer.weight_decay, dtype), rate)
                 torch._foreach_sub_(values, torch._foreach_mul(values, decay))
-            step = ops.cast(optimizer.iterations + 1, dtype)
-            beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), step)
-            beta_2_power = ops.power(ops.cast(optimizer.beta_2, dtype), step)
             alpha = rate * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
             g = [ops.cast(grad, dtype) for grad, _, _ in members]
             m = [optimizer._momentums[i].value for _, _, i in members]

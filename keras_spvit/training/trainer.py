@@ -341,7 +341,7 @@ def fit(
     backup_dir = os.path.join(out_dir, "backup")
     position = restore(model, backup_dir, steps_per_epoch)
     start_epoch, start_batch = (position["epoch"], position["batch"]) if position else (0, 0)
-    resumed_at_step = (position.get("optimizer_steps") if position else 0)
+    resumed_at_step = position.get("optimizer_steps") if position else 0
     if resumed_at_step is None:  # a backup without the count: the batches before it
         resumed_at_step = start_epoch * steps_per_epoch + start_batch
     if not chief:

@@ -649,39 +649,109 @@ def _subprocess_env(threads):
 # === The study ===
 
 
-def time_left(finished, remaining_steps, jobs):
+def time_left(finished, remaining_steps, jobs, step_seconds=None):
     """Seconds until the cells of `remaining_steps` are done, `jobs` at a time.
 
-    Counted from the finished cells' own seconds, not from the elapsed time
-    (when the first of J parallel cells finishes, elapsed time / cells done is
-    J times a cell's share of the wall clock): their training seconds per
-    optimizer step they trained (a resumed cell's seconds cover only the
-    steps it trained after resuming) times the steps left, spread over the
-    jobs but at least the largest cell left, plus their mean seconds outside
-    training (loading, evaluation) per round of `jobs` cells.
+    Counted from the cells' own seconds, not from the elapsed time (when the
+    first of J parallel cells finishes, elapsed time / cells done is J times a
+    cell's share of the wall clock): seconds per optimizer step of one cell
+    times the steps left, spread over the jobs but at least the largest cell
+    left, plus the finished cells' mean seconds outside training (loading,
+    evaluation) per round of `jobs` cells. The seconds per step are
+    `step_seconds` when given (the study passes the median of its cells'
+    recent epochs: `log_step_seconds`), else the finished cells' training
+    seconds per step they trained (a resumed cell's seconds cover only the
+    steps it trained after resuming).
 
     Args:
         finished: list of `(training seconds, steps trained, other seconds)`
             of the cells finished so far.
-        remaining_steps: list of the optimizer steps of each cell not finished.
+        remaining_steps: list of the optimizer steps left of each cell not
+            finished.
         jobs: int. Cells run at once.
+        step_seconds: optional float: seconds per optimizer step of one cell now.
 
     Returns:
-        Seconds, or `None` until a finished cell has trained a step.
+        Seconds, or `None` until a cell has measured its seconds per step.
 
     Example:
 
     >>> time_left([(600.0, 1000, 30.0)], remaining_steps=[1000] * 9, jobs=2)
     2850.0
     """
-    seconds, steps = sum(s for s, _, _ in finished), sum(n for _, n, _ in finished)
     if not remaining_steps:
         return 0.0
-    if steps <= 0:
-        return None
-    training = seconds / steps * max(sum(remaining_steps) / jobs, max(remaining_steps))
+    if step_seconds is None:
+        seconds, steps = sum(s for s, _, _ in finished), sum(n for _, n, _ in finished)
+        if steps <= 0:
+            return None
+        step_seconds = seconds / steps
+    training = step_seconds * max(sum(remaining_steps) / jobs, max(remaining_steps))
     rounds = math.ceil(len(remaining_steps) / jobs)
-    return training + rounds * statistics.mean(other for _, _, other in finished)
+    other = statistics.mean(o for _, _, o in finished) if finished else 0.0
+    return training + rounds * other
+
+
+def log_step_seconds(directory, batch_size):
+    """`(seconds per optimizer step of each epoch logged, epochs logged)` of the
+    run in `directory`, from its `log.csv` (`images_per_second`, kept across
+    resumes): `([], 0)` before its first epoch ends.
+
+    Example:
+
+    >>> log_step_seconds("runs/study/cells/SPViT_Tiny/n1000/seed0", 64)
+    ([0.233, 0.231], 2)
+    """
+    import csv
+
+    try:
+        with open(os.path.join(directory, "log.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return [], 0
+    seconds = []
+    for row in rows:
+        try:
+            rate = float(row.get("images_per_second"))
+        except (TypeError, ValueError):
+            continue
+        if rate > 0:
+            seconds.append(batch_size / rate)
+    return seconds, len(rows)
+
+
+def logged_progress(out, settings, cells, total_steps):
+    """`(seconds per step now, steps left)` of a study from its cells' `log.csv`.
+
+    Seconds per step now: the median over every epoch logged by `cells` (the
+    cells this run has finished or is training; `None` before any epoch),
+    so that a stretch of epochs slowed by other work on the machine does not
+    decide it, nor the speed of earlier runs. Steps left: each cell of
+    `total_steps` less the steps of the epochs it has logged (a running or
+    resumed cell's).
+
+    Args:
+        out: the study directory.
+        settings: the study's settings.
+        cells: `(model, size, seed)` cells whose epochs measure the speed.
+        total_steps: `{cell: optimizer steps of the whole cell}` of the cells
+            not finished.
+
+    Example:
+
+    >>> logged_progress("runs/study", settings, [("SPViT_Tiny", 1000, 0)],
+    ...                 {("SPViT_Tiny", 1000, 0): 3120})
+    (0.233, {('SPViT_Tiny', 1000, 0): 1248})
+    """
+    seconds, left = [], {}
+    for cell in dict.fromkeys(list(cells) + list(total_steps)):
+        batch, _, per_epoch = cell_schedule(settings, cell[1])
+        logged_seconds, logged = log_step_seconds(cell_dir(out, *cell), batch)
+        if cell in cells:
+            seconds += logged_seconds
+        if cell in total_steps:
+            left[cell] = max(0, total_steps[cell] - logged * per_epoch)
+    return (statistics.median(seconds) if seconds else None), left
 
 
 def _clock(seconds):
@@ -848,18 +918,23 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
     start = time.perf_counter()
     done = len(grid) - len(pending)
-    left_steps = {cell: cell_schedule(settings, cell[1])[2] * epochs for cell in pending}
-    finished = []
+    total_steps = {cell: cell_schedule(settings, cell[1])[2] * epochs for cell in pending}
+    finished, this_run = [], []
 
-    def progress(result):
+    def progress(result, running=()):
+        # `running`: the cells still training (their logged epochs are steps done).
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        left_steps.pop((result["model"], result["size"], result["seed"]), None)
+        cell = (result["model"], result["size"], result["seed"])
+        total_steps.pop(cell, None)
+        this_run.append(cell)
         trained = result["train_seconds"]
         finished.append((trained, result["steps"] - result["resumed_at_step"],
                          result["seconds"] - trained))
-        left = time_left(finished, list(left_steps.values()), jobs)
+        step_seconds, steps_left = logged_progress(out, settings, this_run + list(running),
+                                                   total_steps)
+        left = time_left(finished, list(steps_left.values()), jobs, step_seconds=step_seconds)
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
             f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
             f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "
@@ -903,7 +978,8 @@ def _run_parallel(settings, pending, out, jobs, threads, progress):
                     raise RuntimeError(
                         f"Cell {cell} failed (exit code {process.returncode}); see "
                         f"{os.path.join(directory, 'cell.log')}.")
-                progress(_read_json(os.path.join(directory, CELL_FILE)))
+                progress(_read_json(os.path.join(directory, CELL_FILE)),
+                         running=[c for c, _, _ in running.values()])
     finally:
         for process, (_, _, log) in running.items():  # only our own children
             process.terminate()

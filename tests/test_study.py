@@ -9,6 +9,7 @@ shared by the tests that need trained cells (`mini_study_dir`, also used by
 import importlib
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -194,6 +195,34 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2) == 2 * 600.0 + 2 * 40.0
     assert time_left([(600.0, 1000, 5.0)], [], jobs=2) == 0.0
     assert time_left([], [1000], 2) is None and time_left([(5.0, 0, 1.0)], [1000], 2) is None
+
+
+def test_time_left_runs_at_the_median_logged_epoch_and_counts_the_running_cells_epochs(tmp_path):
+    from keras_spvit.study import cell_dir, log_step_seconds, logged_progress, time_left
+
+    settings = {"batch_size": 64, "epochs": 10, "min_steps": 0}  # 640 images: 10 steps/epoch
+
+    def log(cell, rates):
+        os.makedirs(cell_dir(str(tmp_path), *cell), exist_ok=True)
+        rows = "".join(f"{i},0.5,{r},1.0,NA\n" for i, r in enumerate(rates))
+        with open(os.path.join(cell_dir(str(tmp_path), *cell), "log.csv"), "w") as f:
+            f.write("epoch,accuracy,images_per_second,loss,val_accuracy\n" + rows)
+
+    done, running, fresh, resumed = (("A", 640, 0), ("B", 640, 0), ("A", 640, 1), ("B", 640, 1))
+    log(done, [640, 640, 64])        # 0.1 s per step, one epoch slowed to 1 s by other work
+    log(running, [640, 640, 640, 320])   # 4 epochs done
+    log(resumed, [6.4] * 6)          # an earlier run's 6 epochs, on a slower machine
+    assert log_step_seconds(cell_dir(str(tmp_path), *done), 64) == ([0.1, 0.1, 1.0], 3)
+    assert log_step_seconds(cell_dir(str(tmp_path), *fresh), 64) == ([], 0)
+    step, left = logged_progress(str(tmp_path), settings, [done, running],
+                                 {running: 100, fresh: 100, resumed: 100})
+    assert step == pytest.approx(0.1)  # the median: neither the slow epoch nor the old run
+    assert left == {running: 60, fresh: 100, resumed: 40}
+    # 200 steps over 2 jobs at 0.1 s, 2 rounds of 10 s outside training; the finished
+    # cell's own average (1.5 s per step, its slow epoch included) would say 170 s.
+    finished = [(150.0, 100, 10.0)]
+    assert time_left(finished, list(left.values()), 2, step_seconds=step) == pytest.approx(30.0)
+    assert time_left(finished, list(left.values()), 2) == pytest.approx(170.0)
 
 
 def test_default_baseline():

@@ -656,10 +656,10 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
     first of J parallel cells finishes, elapsed time / cells done is J times a
     cell's share of the wall clock): seconds per optimizer step of one cell
     times the steps left, spread over the jobs but at least the largest cell
-    left, plus the finished cells' mean seconds outside training (loading,
+    left, plus the finished cells' mean seconds outside training (start-up, loading,
     evaluation) per round of `jobs` cells. The seconds per step are
-    `step_seconds` when given (the study passes the median of its cells'
-    recent epochs: `log_step_seconds`), else the finished cells' training
+    `step_seconds` when given (the study passes the median over its cells'
+    logged epochs: `logged_progress`), else the finished cells' training
     seconds per step they trained (a resumed cell's seconds cover only the
     steps it trained after resuming).
 
@@ -921,7 +921,8 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
     total_steps = {cell: cell_schedule(settings, cell[1])[2] * epochs for cell in pending}
     finished, this_run = [], []
 
-    def progress(result, running=()):
+    def progress(result, wall, running=()):
+        # `wall`: the cell's seconds from its start (its process's, with the imports);
         # `running`: the cells still training (their logged epochs are steps done).
         nonlocal done
         done += 1
@@ -930,8 +931,7 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         total_steps.pop(cell, None)
         this_run.append(cell)
         trained = result["train_seconds"]
-        finished.append((trained, result["steps"] - result["resumed_at_step"],
-                         result["seconds"] - trained))
+        finished.append((trained, result["steps"] - result["resumed_at_step"], wall - trained))
         step_seconds, steps_left = logged_progress(out, settings, this_run + list(running),
                                                    total_steps)
         left = time_left(finished, list(steps_left.values()), jobs, step_seconds=step_seconds)
@@ -946,7 +946,9 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
 
         for cell in pending:
             keras.backend.clear_session()
-            progress(run_cell(settings, *cell, cell_dir(out, *cell)))
+            began = time.perf_counter()
+            result = run_cell(settings, *cell, cell_dir(out, *cell))
+            progress(result, time.perf_counter() - began)
     else:
         _run_parallel(settings, pending, out, jobs, max(1, cores // jobs), progress)
     return report(out, models, sizes, seeds, baseline, seconds=time.perf_counter() - start,
@@ -969,19 +971,19 @@ def _run_parallel(settings, pending, out, jobs, threads, progress):
                 log = open(os.path.join(directory, "cell.log"), "w")
                 process = subprocess.Popen([sys.executable, "-m", "keras_spvit.study", spec],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[process] = (cell, directory, log)
+                running[process] = (cell, directory, log, time.perf_counter())
             time.sleep(0.2)
             for process in [p for p in running if p.poll() is not None]:
-                cell, directory, log = running.pop(process)
+                cell, directory, log, began = running.pop(process)
                 log.close()
                 if process.returncode:
                     raise RuntimeError(
                         f"Cell {cell} failed (exit code {process.returncode}); see "
                         f"{os.path.join(directory, 'cell.log')}.")
                 progress(_read_json(os.path.join(directory, CELL_FILE)),
-                         running=[c for c, _, _ in running.values()])
+                         time.perf_counter() - began, running=[c for c, *_ in running.values()])
     finally:
-        for process, (_, _, log) in running.items():  # only our own children
+        for process, (_, _, log, _) in running.items():  # only our own children
             process.terminate()
             process.wait()
             log.close()

@@ -702,13 +702,9 @@ def log_step_seconds(directory, batch_size):
     >>> log_step_seconds("runs/study/cells/SPViT_Tiny/n1000/seed0", 64)
     ([0.233, 0.231], 2)
     """
-    import csv
+    from keras_spvit.training.trainer import logged_epochs
 
-    try:
-        with open(os.path.join(directory, "log.csv"), newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return [], 0
+    rows = logged_epochs(directory)
     seconds = []
     for row in rows:
         try:
@@ -724,9 +720,11 @@ def logged_progress(out, settings, cells, total_steps):
     """`(seconds per step now, steps left)` of a study from its cells' `log.csv`.
 
     Seconds per step now: the median over every epoch logged by `cells` (the
-    cells this run has finished or is training; `None` before any epoch),
-    so that a stretch of epochs slowed by other work on the machine does not
-    decide it, nor the speed of earlier runs. Steps left: each cell of
+    cells this run has finished or is training, a resumed one's earlier epochs
+    included; `None` before any epoch), so that a stretch of epochs slowed by
+    other work on the machine does not decide it, nor the cells of earlier
+    runs. One speed for every model: a study of models of different speeds
+    gets a rough estimate. Steps left: each cell of
     `total_steps` less the steps of the epochs it has logged (a running or
     resumed cell's).
 

@@ -570,14 +570,26 @@ def _say_resumed(backup_dir, position, epochs, steps_per_epoch, *, exact):
     print(f"Resuming from {backup_dir}: {where}{note}.")
 
 
+def logged_epochs(out_dir):
+    """The rows of a run's `log.csv` (one dict of strings per epoch logged,
+    kept across resumes); `[]` before its first epoch ends.
+
+    Example:
+
+    >>> logged_epochs("runs/spvit")[-1]["val_accuracy"]
+    '0.9832'
+    """
+    try:
+        with open(os.path.join(out_dir, "log.csv"), newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
 def _last_logged(out_dir):
     # Killed after the last epoch's backup, before the final save: the
     # metrics come from the log.
-    path = os.path.join(out_dir, "log.csv")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = logged_epochs(out_dir)
     if not rows:
         return {}
     return {k: float(v) for k, v in rows[-1].items() if k != "epoch" and v not in ("", None)}

@@ -654,14 +654,14 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
 
     Counted from the cells' own seconds, not from the elapsed time (when the
     first of J parallel cells finishes, elapsed time / cells done is J times a
-    cell's share of the wall clock): seconds per optimizer step of one cell
-    times the steps left, spread over the jobs but at least the largest cell
-    left, plus the finished cells' mean seconds outside training (start-up, loading,
-    evaluation) per round of `jobs` cells. The seconds per step are
-    `step_seconds` when given (the study passes the median over its cells'
-    logged epochs: `logged_progress`), else the finished cells' training
-    seconds per step they trained (a resumed cell's seconds cover only the
-    steps it trained after resuming).
+    cell's share of the wall clock): each cell's steps left times its seconds
+    per optimizer step, spread over the jobs but at least the longest cell
+    left, plus the finished cells' mean seconds outside training (start-up,
+    loading, evaluation) per round of `jobs` cells. The seconds per step are
+    `step_seconds` when given (the study passes each cell's model's median
+    over its logged epochs: `logged_progress`), else the finished cells'
+    training seconds per step they trained (a resumed cell's seconds cover
+    only the steps it trained after resuming).
 
     Args:
         finished: list of `(training seconds, steps trained, other seconds)`
@@ -669,7 +669,8 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
         remaining_steps: list of the optimizer steps left of each cell not
             finished.
         jobs: int. Cells run at once.
-        step_seconds: optional float: seconds per optimizer step of one cell now.
+        step_seconds: optional seconds per optimizer step of one cell now: a
+            float for every cell, or a list, one per cell of `remaining_steps`.
 
     Returns:
         Seconds, or `None` until a cell has measured its seconds per step.
@@ -686,7 +687,10 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
         if steps <= 0:
             return None
         step_seconds = seconds / steps
-    training = step_seconds * max(sum(remaining_steps) / jobs, max(remaining_steps))
+    if not isinstance(step_seconds, (list, tuple)):
+        step_seconds = [step_seconds] * len(remaining_steps)
+    work = [steps * seconds for steps, seconds in zip(remaining_steps, step_seconds)]
+    training = max(sum(work) / jobs, max(work))
     rounds = math.ceil(len(remaining_steps) / jobs)
     other = statistics.mean(o for _, _, o in finished) if finished else 0.0
     return training + rounds * other
@@ -717,16 +721,17 @@ def log_step_seconds(directory, batch_size):
 
 
 def logged_progress(out, settings, cells, total_steps):
-    """`(seconds per step now, steps left)` of a study from its cells' `log.csv`.
+    """`(seconds per step of each cell left, steps left of each)` of a study,
+    from its cells' `log.csv`.
 
-    Seconds per step now: the median over every epoch logged by `cells` (the
-    cells this run has finished or is training, a resumed one's earlier epochs
-    included; `None` before any epoch), so that a stretch of epochs slowed by
-    other work on the machine does not decide it, nor the cells of earlier
-    runs. One speed for every model: a study of models of different speeds
-    gets a rough estimate. Steps left: each cell of
-    `total_steps` less the steps of the epochs it has logged (a running or
-    resumed cell's).
+    Seconds per step: the median over every epoch logged by the cells of
+    `cells` (this run's finished and training cells, a resumed one's earlier
+    epochs included) of the same model, or of all models for a model not
+    seen yet; `None` before any epoch. Medians, so that a stretch of epochs
+    slowed by other work on the machine does not decide them; this run's
+    cells only, not an earlier run's on another machine. Steps left: each
+    cell of `total_steps` less the steps of the epochs it has logged (a
+    running or resumed cell's).
 
     Args:
         out: the study directory.
@@ -738,18 +743,23 @@ def logged_progress(out, settings, cells, total_steps):
     Example:
 
     >>> logged_progress("runs/study", settings, [("SPViT_Tiny", 1000, 0)],
-    ...                 {("SPViT_Tiny", 1000, 0): 3120})
-    (0.233, {('SPViT_Tiny', 1000, 0): 1248})
+    ...                 {("SPViT_Tiny", 1000, 1): 3120})
+    ({('SPViT_Tiny', 1000, 1): 0.233}, {('SPViT_Tiny', 1000, 1): 3120})
     """
-    seconds, left = [], {}
+    by_model, left = {}, {}
     for cell in dict.fromkeys(list(cells) + list(total_steps)):
         batch, _, per_epoch = cell_schedule(settings, cell[1])
         logged_seconds, logged = log_step_seconds(cell_dir(out, *cell), batch)
         if cell in cells:
-            seconds += logged_seconds
+            by_model.setdefault(cell[0], []).extend(logged_seconds)
         if cell in total_steps:
             left[cell] = max(0, total_steps[cell] - logged * per_epoch)
-    return (statistics.median(seconds) if seconds else None), left
+    every = [s for seconds in by_model.values() for s in seconds]
+    if not every:
+        return None, left
+    medians = {model: statistics.median(s) for model, s in by_model.items() if s}
+    overall = statistics.median(every)
+    return {cell: medians.get(cell[0], overall) for cell in left}, left
 
 
 def _clock(seconds):
@@ -932,7 +942,8 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         finished.append((trained, result["steps"] - result["resumed_at_step"], wall - trained))
         step_seconds, steps_left = logged_progress(out, settings, this_run + list(running),
                                                    total_steps)
-        left = time_left(finished, list(steps_left.values()), jobs, step_seconds=step_seconds)
+        left = time_left(finished, list(steps_left.values()), jobs,
+                         step_seconds=step_seconds and [step_seconds[c] for c in steps_left])
         say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
             f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
             f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "

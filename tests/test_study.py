@@ -197,7 +197,8 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     assert time_left([], [1000], 2) is None and time_left([(5.0, 0, 1.0)], [1000], 2) is None
 
 
-def test_time_left_runs_at_the_median_logged_epoch_and_counts_the_running_cells_epochs(tmp_path):
+def test_time_left_runs_each_model_at_its_median_logged_epoch_with_the_running_cells_epochs(
+        tmp_path):
     from keras_spvit.study import cell_dir, log_step_seconds, logged_progress, time_left
 
     settings = {"batch_size": 64, "epochs": 10, "min_steps": 0}  # 640 images: 10 steps/epoch
@@ -208,21 +209,29 @@ def test_time_left_runs_at_the_median_logged_epoch_and_counts_the_running_cells_
         with open(os.path.join(cell_dir(str(tmp_path), *cell), "log.csv"), "w") as f:
             f.write("epoch,accuracy,images_per_second,loss,val_accuracy\n" + rows)
 
-    done, running, fresh, resumed = (("A", 640, 0), ("B", 640, 0), ("A", 640, 1), ("B", 640, 1))
+    done, running = ("A", 640, 0), ("B", 640, 0)
+    fresh, resumed, unseen = ("A", 640, 1), ("B", 640, 1), ("C", 640, 0)
     log(done, [640, 640, 64])        # 0.1 s per step, one epoch slowed to 1 s by other work
-    log(running, [640, 640, 640, 320])   # 4 epochs done
+    log(running, [320, 320, 320, 160])   # 4 epochs done; model B runs at 0.2 s per step
     log(resumed, [6.4] * 6)          # an earlier run's 6 epochs, on a slower machine
     assert log_step_seconds(cell_dir(str(tmp_path), *done), 64) == ([0.1, 0.1, 1.0], 3)
     assert log_step_seconds(cell_dir(str(tmp_path), *fresh), 64) == ([], 0)
     step, left = logged_progress(str(tmp_path), settings, [done, running],
-                                 {running: 100, fresh: 100, resumed: 100})
-    assert step == pytest.approx(0.1)  # the median: neither the slow epoch nor the old run
-    assert left == {running: 60, fresh: 100, resumed: 40}
-    # 200 steps over 2 jobs at 0.1 s, 2 rounds of 10 s outside training; the finished
-    # cell's own average (1.5 s per step, its slow epoch included) would say 170 s.
+                                 {running: 100, fresh: 100, resumed: 100, unseen: 100})
+    # Each model's median (neither the slow epoch nor the old run); a model not seen
+    # yet runs at the median of all: 0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.4.
+    assert step == pytest.approx({running: 0.2, fresh: 0.1, resumed: 0.2, unseen: 0.2})
+    assert left == {running: 60, fresh: 100, resumed: 40, unseen: 100}
+    # (12 + 10 + 8 + 20) s of training over 2 jobs, 2 rounds of 10 s outside training;
+    # the finished cell's own average (1.5 s per step, its slow epoch included) would
+    # say 245 s.
     finished = [(150.0, 100, 10.0)]
-    assert time_left(finished, list(left.values()), 2, step_seconds=step) == pytest.approx(30.0)
-    assert time_left(finished, list(left.values()), 2) == pytest.approx(170.0)
+    per_cell = [step[c] for c in left]
+    assert time_left(finished, list(left.values()), 2, step_seconds=per_cell) == pytest.approx(45.0)
+    assert time_left(finished, list(left.values()), 2) == pytest.approx(245.0)
+    # The longest cell bounds the rest: one slow model's cell alone.
+    assert time_left(finished, [10, 100], 2, step_seconds=[0.1, 1.0]) == pytest.approx(110.0)
+    assert logged_progress(str(tmp_path), settings, [], {fresh: 100}) == (None, {fresh: 100})
 
 
 def test_default_baseline():

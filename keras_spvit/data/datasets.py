@@ -66,9 +66,11 @@ def tfds_dataset(
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches with a `class_names`
         attribute (the label names, or `None`; lost by further transformations).
-        The auto-shard policy is `FILE` when the split has several files (each
-        worker needs at least one; pass `shard_policy="data"` otherwise),
-        `DATA` otherwise.
+        The auto-shard policy is `DATA` for training (each worker reads every
+        file and keeps its share of the batches; `input_context` reads only
+        the worker's files) and, for evaluation, `FILE` when the split has
+        several files (each worker needs at least one; pass
+        `shard_policy="data"` otherwise).
 
     Example:
 
@@ -151,7 +153,7 @@ def tfds_dataset(
         seed=seed,
         input_context=input_context,
         presharded=True,
-        **{"shard_policy": "file" if num_files > 1 else "data", **options},
+        **{"shard_policy": "file" if num_files > 1 and not training else "data", **options},
     )
     dataset.class_names = class_names
     return dataset

@@ -35,9 +35,11 @@ and the per-token targets (`keras_spvit.data.dense_targets`); batches are
 M + 1, 2)})`, with the release's label smoothing already applied.
 
 Randomness: each example and each batch gets its own stateless seed, drawn
-in stream order from a generator seeded by `seed`, so two pipelines built
-with the same `seed` yield the same epochs, and each epoch differs from the
-last: RandAugment and random erasing included. The Keras layers in
+in stream order from a per-iteration stream seeded by `seed`, so two
+pipelines built with the same `seed` yield the same epochs, each epoch
+differs from the last (RandAugment and random erasing included), and the
+`n`-th iterator made yields the same batches whatever the others read
+(a peeked batch does not shift training). The Keras layers in
 `TrainAugment` (MixUp, CutMix, and Keras' RandAugment / RandomErasing when a
 user passes them) draw from their own generators, seeded by
 `TrainAugment(seed=...)`: the batch-level map runs sequentially, so MixUp /
@@ -47,9 +49,9 @@ map are reproducible only with `num_parallel_calls=1`.
 Distribution: given a plain dataset, Keras `fit` distributes it itself:
 under a `tf.distribute` strategy it calls `experimental_distribute_dataset`,
 which splits each global batch across replicas and, across workers, shards
-by the `auto_shard_policy` set here (`FILE` for TFDS splits stored in several
-files, `DATA` for arrays and image folders: every worker then reads and
-decodes every image and keeps its share of the batches); under
+by the `auto_shard_policy` set here (`DATA` for training: every worker then
+reads and decodes every image and keeps its share of the batches; `FILE`
+for evaluating TFDS splits stored in several files); under
 `keras.distribution.DataParallel` (JAX) Keras rebatches and shards per
 process the same way. That is what happens without `input_context`: give
 the global batch size and do not shard.
@@ -122,20 +124,24 @@ def _to_rgb(image):
 
 
 def _with_seeds(dataset, seed, pipeline_id, salt):
-    """Appends a stateless seed to every element, drawn in element order.
+    """Appends a stateless seed to every element: element `i` of an iteration
+    gets draw `i` of that iteration's seed stream.
 
-    A `tf.random.Generator` in a sequential map: deterministic given `seed`,
-    new draws every epoch, and the pipeline stays one chain from its source,
-    which `FILE` auto-sharding must walk back to the files (it cannot walk
-    through `scan`, nor through a `zip` with `Dataset.random`).
+    `Dataset.random(rerandomize_each_iteration=True)` starts a new stream for
+    each iterator, in the order the iterators are made (as
+    `shuffle(reshuffle_each_iteration=True)` reorders): deterministic given
+    `seed`, new draws every epoch, and what one iterator reads (a peeked batch,
+    its prefetch buffer) never moves another's seeds. (A `tf.random.Generator`
+    in a map shares one state between all iterators: Keras `fit` makes two per
+    run, and the first one's prefetch drew a timing-dependent count of seeds.)
+    A second source in a `zip`: `FILE` auto-sharding cannot walk through it,
+    so training pipelines shard by `DATA` (or per worker, with `input_context`).
     """
     key = np.random.SeedSequence([seed, pipeline_id, salt]).generate_state(1, np.uint64)[0]
-    generator = tf.random.Generator.from_seed(int(key >> np.uint64(1)))
-
-    def stamp(*element):
-        return (*element, generator.make_seeds(1)[:, 0])
-
-    return dataset.map(stamp)
+    seeds = tf.data.Dataset.random(seed=int(key >> np.uint64(1)),
+                                   rerandomize_each_iteration=True)
+    seeds = seeds.batch(2, drop_remainder=True)
+    return tf.data.Dataset.zip(dataset, seeds).map(lambda element, pair: (*element, pair))
 
 
 _ENDLESS = 2**62  # epochs / batches of a position stream: never reached
@@ -306,7 +312,9 @@ def classification_pipeline(
         std: per-channel normalisation std on 0..1 pixels.
         shard_policy: `"data"`, `"file"`, `"auto"` or `"off"`: the
             `tf.data.Options().experimental_distribute.auto_shard_policy` used
-            when a strategy distributes the dataset over several workers.
+            when a strategy distributes the dataset over several workers
+            (`"file"` for evaluation only: a training pipeline's seed stream
+            is a second source, which file sharding cannot walk through).
         input_context: optional `tf.distribute.InputContext` (from
             `distribute_datasets_from_function`, or built for a JAX process):
             this pipeline batches the per-replica batch size, keeps only its
@@ -411,6 +419,12 @@ def classification_pipeline(
         raise ValueError(
             f"Expected `shard_policy` in {sorted(_SHARD_POLICIES)}. "
             f"Received: shard_policy={shard_policy!r}"
+        )
+    if training and shard_policy == "file" and input_context is None:
+        raise ValueError(
+            "A training pipeline cannot be sharded by file (its per-iteration seed stream is a "
+            "second source): use 'data', or an `input_context` to read only this worker's "
+            "files. Received: shard_policy='file'"
         )
     shuffle_buffer = 10_000 if shuffle_buffer is None else shuffle_buffer
     if not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:

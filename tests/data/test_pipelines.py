@@ -73,6 +73,29 @@ def test_same_seed_same_epoch_and_epochs_differ():
     assert not np.array_equal(one, epoch(other))
 
 
+@pytest.mark.parametrize("augment", [None, TrainAugment(mixup_alpha=0.8, seed=0)],
+                         ids=["examples", "batches"])
+def test_an_iterator_draws_the_same_seeds_whatever_other_iterators_read(augment):
+    # Keras `fit` makes two iterators per run (a peek at one batch, then the
+    # epochs): the second must not depend on what the first read, nor on when.
+    images, labels = _arrays(12)
+
+    def pipeline():
+        return array_dataset(images, labels, image_size=16, batch_size=2, training=True,
+                             augment=augment, num_classes=3, seed=5)
+
+    reference = pipeline()
+    first, second = list(reference), list(reference)  # one iteration after the other
+    dataset = pipeline()
+    one, two = iter(dataset), iter(dataset)
+    alternating = [(next(one), next(two)) for _ in range(len(first))]  # both live, interleaved
+    for (a, b), x, y in zip(alternating, first, second):
+        np.testing.assert_array_equal(a[0].numpy(), x[0].numpy())
+        np.testing.assert_array_equal(b[0].numpy(), y[0].numpy())
+        np.testing.assert_array_equal(b[1].numpy(), y[1].numpy())
+    assert not np.array_equal(first[0][0].numpy(), second[0][0].numpy())  # epochs differ
+
+
 def test_mixing_and_smoothing_make_one_hot_labels():
     images, labels = _arrays()
     augment = TrainAugment(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, seed=0)
@@ -329,7 +352,7 @@ def test_tfds_split_loads_offline(tfds_dir):
         seed=0,
     )
     assert train.class_names == ["ant", "bee", "cat"]
-    assert _policy(train) == Policy.FILE  # three files
+    assert _policy(train) == Policy.DATA  # training: its seed stream is a second source
     batches = list(train)
     assert len(batches) == 3
     assert batches[0][0].shape == (4, 16, 16, 3) and batches[0][1].dtype == tf.int32
@@ -348,6 +371,10 @@ def test_tfds_split_loads_offline(tfds_dir):
     x, y = next(iter(val))
     assert x.shape == (4, 16, 16, 3) and y.shape == (4, 3)  # num_classes from the label feature
     np.testing.assert_array_equal(x[..., 0], x[..., 2])  # grey -> RGB
+    assert _policy(val) == Policy.FILE  # three files
+    with pytest.raises(ValueError, match="Received: shard_policy='file'"):
+        tfds_dataset(name, "train", image_size=16, batch_size=4, training=True,
+                     data_dir=tfds_dir, download=False, shard_policy="file")
 
 
 class KerasSpvitTinyGreyIds(KerasSpvitTinyGrey):
@@ -370,8 +397,10 @@ def _ids(dataset):
 
 
 def test_tfds_shards_by_elements_are_disjoint_and_cover_the_split(tmp_path):
-    # FILE auto-sharding walks the pipeline back to the TFRecord files: it must
-    # not meet a second source (the per-example seeds come from a scan).
+    # What tf.distribute does to a pipeline given to `fit` on several workers:
+    # training pipelines are sharded by batches (DATA: every worker builds the
+    # same pipeline and keeps its share), evaluation ones by file (FILE walks
+    # the pipeline back to the TFRecord files).
     from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
 
     KerasSpvitTinyGreyIds(data_dir=str(tmp_path)).download_and_prepare(
@@ -381,12 +410,15 @@ def test_tfds_shards_by_elements_are_disjoint_and_cover_the_split(tmp_path):
     name = "keras_spvit_tiny_grey_ids"
     assert _ids(tfds_dataset(name, "train", batch_size=2, training=False, **kwargs)) == list(
         range(12))
-    train = tfds_dataset(name, "train", batch_size=2, training=True, **kwargs)
     for pipelines in (2, 3):
-        # FILE auto-sharding (what tf.distribute does to a training pipeline).
-        shards = [_ids(_AutoShardDataset(train, pipelines, i)) for i in range(pipelines)]
-        assert all(shards), shards  # every worker reads something
-        assert sorted(sum(shards, [])) == list(range(12)), shards  # disjoint, all covered
+        for training in (True, False):
+            shards = [
+                _ids(_AutoShardDataset(tfds_dataset(name, "train", batch_size=2,
+                                                    training=training, **kwargs), pipelines, i))
+                for i in range(pipelines)
+            ]
+            assert all(shards), shards  # every worker reads something
+            assert sorted(sum(shards, [])) == list(range(12)), shards  # disjoint, all covered
     # The per-worker input context (each worker its own files).
     shards = []
     for worker in range(3):

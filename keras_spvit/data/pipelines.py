@@ -39,12 +39,11 @@ in stream order from a per-iteration stream seeded by `seed`, so two
 pipelines built with the same `seed` yield the same epochs, each epoch
 differs from the last (RandAugment and random erasing included), and the
 `n`-th iterator made yields the same batches whatever the others read
-(a peeked batch does not shift training). The Keras layers in
-`TrainAugment` (MixUp, CutMix, and Keras' RandAugment / RandomErasing when a
-user passes them) draw from their own generators, seeded by
-`TrainAugment(seed=...)`: the batch-level map runs sequentially, so MixUp /
-CutMix are reproducible too, while per-example Keras layers in the parallel
-map are reproducible only with `num_parallel_calls=1`.
+(a peeked batch does not shift training). Keras' `MixUp` and `CutMix` in
+`TrainAugment` draw from their batch's seed too. Keras' own `RandAugment` /
+`RandomErasing` layers, when a user passes them, draw from their generators,
+whose state every iterator of the pipeline shares: such runs do not repeat
+exactly (the package's `RandAugment` and `random_erasing=` do).
 
 Distribution: given a plain dataset, Keras `fit` distributes it itself:
 under a `tf.distribute` strategy it calls `experimental_distribute_dataset`,

@@ -8,7 +8,8 @@ semantics (`rand_augment.RandAugment`, `random_erasing.random_erasing`):
 stateless, reproducible under a parallel map, and fast enough that the
 augmentation costs a small share of JPEG decoding. Keras' own
 `keras.layers.RandAugment` / `RandomErasing` layers remain available: pass
-an instance. Everything runs on TensorFlow tensors inside `tf.data`, under
+an instance (they draw from their own generators, so a run with them does
+not repeat exactly). Everything runs on TensorFlow tensors inside `tf.data`, under
 any Keras backend.
 """
 

@@ -10,7 +10,8 @@ interrupted study resumes where it stopped and a larger grid in the same
 rerun with other settings in the same `OUT` is refused.
 
 Outputs in `OUT`: `study.json` (every cell, the table, the paired
-comparisons), `table.md` (markdown), `learning_curves.png` (test accuracy vs
+comparisons), `table.md` (markdown: the tables, the verdict and every cell
+per seed), `learning_curves.png` (test accuracy vs
 training-set size, log x, mean +/- std over seeds, one line per model) and,
 when a spatial-prior model ran, `spatial_priors.png`.
 
@@ -230,6 +231,34 @@ def format_table(summary):
             lines.append(f"| {p['model']} − {p['baseline']} | {p['size']:,} | {p['seeds']} | "
                          f"{100 * p['diff_mean']:+.1f}{spread} | {interval} | "
                          f"{p['wins']} / {p['ties']} / {p['losses']} |")
+    return "\n".join(lines)
+
+
+def format_seed_table(cells, models, sizes, seeds):
+    """A markdown table of every cell: test / train accuracy % per seed (a
+    blank where a cell has not run), rows by size then model, as in
+    `format_table`. What the paired comparison summarises, seed by seed.
+
+    Example:
+
+    >>> print(format_seed_table(cells, ["A", "B"], [100], [0, 1]))
+    | model | train images | seed 0 | seed 1 |
+    |---|---:|---:|---:|
+    | A | 100 | 50.0 / 100.0 | 60.0 / 100.0 |
+    ...
+    """
+    found = {(c["model"], c["size"], c["seed"]): c for c in cells}
+    lines = ["| model | train images | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---:|" + "---:|" * len(seeds)]
+    for size in sorted(sizes):
+        for model in models:
+            row = [found.get((model, size, seed)) for seed in seeds]
+            if not any(row):
+                continue
+            values = ["" if c is None else
+                      f"{100 * c['test_accuracy']:.1f} / {100 * c['train_accuracy']:.1f}"
+                      for c in row]
+            lines.append(f"| {model} | {size:,} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -1037,16 +1066,20 @@ def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, s
              for path in (os.path.join(cell["directory"], "spatial_priors.png"),
                           cell["priors_png"]) if os.path.exists(path)]
     priors = shutil.copyfile(found[0], os.path.join(out, "spatial_priors.png")) if found else None
+    seeds_table = format_seed_table(cells, models, sizes, sorted({c["seed"] for c in cells}))
     with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table + "\n\n" + notes + sentence + "\n")
+        f.write(table + "\n\n" + notes + sentence + "\n\nPer seed, test / train accuracy %:"
+                "\n\n" + seeds_table + "\n")
     cells = [{k: v for k, v in c.items() if k != "directory"} for c in cells]
     result = {"settings": settings, "models": models, "sizes": sorted(sizes), "seeds": seeds,
               "baseline": baseline, "cells": cells, **summary, "table": table,
-              "verdict": sentence, "learning_curves_png": curves, "spatial_priors_png": priors,
+              "verdict": sentence, "seed_table": seeds_table, "learning_curves_png": curves,
+              "spatial_priors_png": priors,
               "seconds": seconds, **(extra or {})}
     _write_json(os.path.join(out, "study.json"), result)
     if verbose:
-        print(f"\n{table}\n\n{notes}{sentence}\nLearning curves: {curves}"
+        print(f"\n{table}\n\n{notes}{sentence}\nPer seed: {os.path.join(out, 'table.md')}"
+              f"\nLearning curves: {curves}"
               + (f"\nSpatial priors: {priors}" if priors else ""), flush=True)
     return result
 

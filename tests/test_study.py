@@ -23,6 +23,7 @@ from keras_spvit.study import (
     balanced_subset,
     cell_dir,
     default_baseline,
+    format_seed_table,
     format_table,
     plot_learning_curves,
     summarize,
@@ -135,6 +136,18 @@ def test_summarize_means_stds_and_paired_differences():
     assert "| B | 100 | 3 | 65.0 ± 13.2 | 90.0 ± 0.0 |" in table
     assert "| B − A | 100 | 3 | +5.0 ± 5.0 | [-7.4, +17.4] | 2 / 1 / 0 |" in table
     assert verdict(result).startswith("B and A are within error bars of each other")
+
+
+def test_seed_table_lists_every_cell_and_leaves_missing_ones_blank():
+    cells = _cells("A", [0.5, 0.6]) + _cells("B", [0.55], train=0.9) + \
+        _cells("A", [0.8], size=300)
+    assert format_seed_table(cells, ["A", "B", "C"], [300, 100], [0, 1]).splitlines() == [
+        "| model | train images | seed 0 | seed 1 |",
+        "|---|---:|---:|---:|",
+        "| A | 100 | 50.0 / 100.0 | 60.0 / 100.0 |",
+        "| B | 100 | 55.0 / 90.0 |  |",   # seed 1 has not run
+        "| A | 300 | 80.0 / 100.0 |  |",   # no row for C: none of its cells ran
+    ]
 
 
 def test_verdict_says_better_only_beyond_the_interval_and_flags_one_seed():
@@ -278,6 +291,10 @@ def test_mini_study_cells_report_and_files(mini):
         assert (mini / name).read_bytes()[:8] == PNG
     table = (mini / "table.md").read_text()
     assert "| SPViT_Tiny − LVViT_Tiny | 20 | 1 |" in table and result["verdict"] in table
+    spvit = next(c for c in result["cells"] if c["model"] == "SPViT_Tiny" and c["size"] == 50)
+    row = (f"| SPViT_Tiny | 50 | {100 * spvit['test_accuracy']:.1f} / "
+           f"{100 * spvit['train_accuracy']:.1f} |")
+    assert row in table.split("Per seed")[1] and result["seed_table"] in table
 
 
 def test_rerun_reuses_every_cell(mini, tmp_path, monkeypatch, capsys):

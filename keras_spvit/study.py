@@ -541,6 +541,38 @@ def cell_schedule(settings, size):
     return batch, repeats, size * repeats // batch
 
 
+def code_version():
+    """What ran a cell: `{"keras_spvit", "commit", "keras", "engine"}`; `commit` is
+    the git commit of the package's checkout (`+dirty` with uncommitted changes),
+    `None` outside one. A ledger's cells then say which code drew them.
+
+    Example:
+
+    >>> code_version()
+    {'keras_spvit': '0.1.0', 'commit': '06b8622...', 'keras': '3.15.1',
+     'engine': 'torch 2.13.0+cpu: cpu (2 cores)'}
+    """
+    import keras
+
+    from keras_spvit.training.hardware import describe_devices
+    from keras_spvit.version import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = None
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD") or None
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"keras_spvit": __version__, "commit": commit, "keras": keras.__version__,
+            "engine": describe_devices()}
+
+
 def run_cell(settings, model_name, size, seed, directory):
     """Trains and evaluates one cell; writes and returns its `cell.json` dict.
 
@@ -609,6 +641,7 @@ def run_cell(settings, model_name, size, seed, directory):
         # measure of what a cell costs (wall seconds count the waits for a core).
         "cpu_seconds": time.process_time() - cpu_start,
         "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
+        "code": code_version(),
     }
     if spatial_prior_layers(model):
         result["priors_png"] = plot_spatial_priors(

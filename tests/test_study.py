@@ -265,6 +265,7 @@ def test_learning_curve_png(tmp_path):
 def test_mini_study_cells_report_and_files(mini):
     import keras
 
+    import keras_spvit
     from keras_spvit.data.sources import source_dataset
 
     result = json.loads((mini / "study.json").read_text())
@@ -273,6 +274,10 @@ def test_mini_study_cells_report_and_files(mini):
         assert cell["class_counts"] == [cell["size"] // 10] * 10
         assert cell["test_count"] == 359 and cell["steps"] == 1 and cell["epochs"] == 1
         assert 0 < cell["cpu_seconds"]
+        code = cell["code"]  # what drew the cell: a ledger's provenance
+        assert code["keras_spvit"] == keras_spvit.__version__
+        assert code["engine"].startswith(BACKEND + " ") and code["keras"] == keras.__version__
+        assert code["commit"] is None or len(code["commit"].split("+")[0]) == 40
     # The reported test accuracy is the saved model's on the 359 held-out digits,
     # recomputed here from its logits through the ordinary evaluation pipeline.
     cell = result["cells"][0]

@@ -1111,7 +1111,8 @@ def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, s
               "seconds": seconds, **(extra or {})}
     _write_json(os.path.join(out, "study.json"), result)
     if verbose:
-        print(f"\n{table}\n\n{notes}{sentence}\nPer seed: {os.path.join(out, 'table.md')}"
+        print(f"\n{table}\n\n{notes}{sentence}\n"
+              f"Every cell, per seed: {os.path.join(out, 'table.md')}"
               f"\nLearning curves: {curves}"
               + (f"\nSpatial priors: {priors}" if priors else ""), flush=True)
     return result

@@ -17,7 +17,8 @@ def add_parser(subparsers):
         description="Train every model with one shared recipe on class-balanced subsets of "
         "the training split (fixed per size and seed), evaluate on the fixed test split, and "
         "write OUT/study.json, OUT/table.md (mean +/- std of test and train accuracy, paired "
-        "comparison per seed against --baseline) and OUT/learning_curves.png. Each cell is a "
+        "comparison per seed against --baseline, every cell per seed) and "
+        "OUT/learning_curves.png. Each cell is a "
         "run directory under OUT/cells: rerunning resumes, reusing finished cells.",
     )
     parser.add_argument("--data", required=True,

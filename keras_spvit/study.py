@@ -1099,7 +1099,7 @@ def _write_report(out, settings, cells, models, sizes, seeds, baseline, title, s
              for path in (os.path.join(cell["directory"], "spatial_priors.png"),
                           cell["priors_png"]) if os.path.exists(path)]
     priors = shutil.copyfile(found[0], os.path.join(out, "spatial_priors.png")) if found else None
-    seeds_table = format_seed_table(cells, models, sizes, sorted({c["seed"] for c in cells}))
+    seeds_table = format_seed_table(cells, models, sizes, sorted(seeds))
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table + "\n\n" + notes + sentence + "\n\nPer seed, test / train accuracy %:"
                 "\n\n" + seeds_table + "\n")

@@ -573,7 +573,7 @@ def code_version():
             "engine": describe_devices()}
 
 
-def run_cell(settings, model_name, size, seed, directory):
+def run_cell(settings, model_name, size, seed, directory, callbacks=()):
     """Trains and evaluates one cell; writes and returns its `cell.json` dict.
 
     Args:
@@ -582,6 +582,7 @@ def run_cell(settings, model_name, size, seed, directory):
         size: int. Training images (class-balanced subset).
         seed: int. Seeds the subset, the initialisation and the augmentation.
         directory: the cell's run directory (resumes an interrupted run).
+        callbacks: extra Keras callbacks for its training.
 
     Returns:
         `{"model", "size", "seed", "train_accuracy", "test_accuracy",
@@ -625,7 +626,7 @@ def run_cell(settings, model_name, size, seed, directory):
                           seed=seed, cache=True, **source_preprocessing(settings["data"]))
     summary = fit(model, train, None, recipe=recipe, batch_size=batch, out_dir=directory,
                   epochs=epochs, steps_per_epoch=steps, jit_compile=resolve_jit(settings["jit"]),
-                  verbose=0)
+                  verbose=0, callbacks=callbacks)
     train_accuracy, test_accuracy = _accuracies(model, settings, (images, labels),
                                                 (test_images, test_labels))
     result = {
@@ -711,7 +712,7 @@ def _subprocess_env(threads):
 # === The study ===
 
 
-def time_left(finished, remaining_steps, jobs, step_seconds=None):
+def time_left(finished, remaining_steps, jobs, step_seconds=None, started=0):
     """Seconds until the cells of `remaining_steps` are done, `jobs` at a time.
 
     Counted from the cells' own seconds, not from the elapsed time (when the
@@ -719,8 +720,8 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
     cell's share of the wall clock): each cell's steps left times its seconds
     per optimizer step, spread over the jobs but at least the longest cell
     left, plus the finished cells' mean seconds outside training (start-up,
-    loading, evaluation) per round of `jobs` cells. The seconds per step are
-    `step_seconds` when given (the study passes each cell's model's median
+    loading, evaluation) per round of `jobs` cells not yet `started`. The
+    seconds per step are `step_seconds` when given (the study passes each cell's model's median
     over its logged epochs: `logged_progress`), else the finished cells'
     training seconds per step they trained (a resumed cell's seconds cover
     only the steps it trained after resuming).
@@ -733,6 +734,8 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
         jobs: int. Cells run at once.
         step_seconds: optional seconds per optimizer step of one cell now: a
             float for every cell, or a list, one per cell of `remaining_steps`.
+        started: int. Cells of `remaining_steps` already training (their
+            start-up is behind them).
 
     Returns:
         Seconds, or `None` until a cell has measured its seconds per step.
@@ -753,7 +756,7 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None):
         step_seconds = [step_seconds] * len(remaining_steps)
     work = [steps * seconds for steps, seconds in zip(remaining_steps, step_seconds)]
     training = max(sum(work) / jobs, max(work))
-    rounds = math.ceil(len(remaining_steps) / jobs)
+    rounds = math.ceil(max(0, len(remaining_steps) - started) / jobs)
     other = statistics.mean(o for _, _, o in finished) if finished else 0.0
     return training + rounds * other
 
@@ -915,7 +918,8 @@ def check_settings(out, settings, write=True):
 
 def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", image_size=32,
           batch_size=64, min_steps=0, test_size=None, test_data=None, baseline=None,
-          model_args=None, jobs=1, data_dir=None, jit="auto", test_split="test", verbose=True):
+          model_args=None, jobs=1, data_dir=None, jit="auto", test_split="test", status_every=300.0,
+          verbose=True):
     """Runs (or resumes) a data-efficiency study and writes its report.
 
     Every `(model, size, seed)` cell trains `model` with the one shared
@@ -953,6 +957,9 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         jit: `"auto"` (XLA as `keras-spvit train` chooses it), `"on"` or
             `"off"` (tiny models on a CPU: compiling can take longer than
             training).
+        status_every: seconds between lines on the cells training (their
+            epochs and the time left), at most one per epoch logged; `0`: at
+            every epoch, `None`: only when a cell finishes.
         verbose: bool. Print progress, the table and the verdict.
 
     Returns:
@@ -974,6 +981,10 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         batch_size=batch_size, min_steps=min_steps, test_size=test_size, test_data=test_data,
         baseline=baseline, model_args=model_args, jobs=jobs, recipe=recipe, data_dir=data_dir,
         jit=jit, test_split=test_split)
+    if status_every is not None and (isinstance(status_every, bool) or not isinstance(
+            status_every, (int, float)) or not 0 <= status_every < math.inf):
+        raise ValueError("Expected status_every as seconds >= 0, or None. Received: "
+                         f"status_every={status_every!r}")
     baseline = baseline or default_baseline(models)
     check_settings(out, settings)
     grid = [(m, n, s) for n in sorted(sizes) for s in seeds for m in models]
@@ -987,43 +998,79 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         f"{epochs} epochs, {image_size} px); reusing {len(grid) - len(pending)} finished "
         f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
     start = time.perf_counter()
-    done = len(grid) - len(pending)
-    total_steps = {cell: cell_schedule(settings, cell[1])[2] * epochs for cell in pending}
-    finished, this_run = [], []
-
-    def progress(result, wall, running=()):
-        # `wall`: the cell's seconds from its start (its process's, with the imports);
-        # `running`: the cells still training (their logged epochs are steps done).
-        nonlocal done
-        done += 1
-        elapsed = time.perf_counter() - start
-        cell = (result["model"], result["size"], result["seed"])
-        total_steps.pop(cell, None)
-        this_run.append(cell)
-        trained = result["train_seconds"]
-        finished.append((trained, result["steps"] - result["resumed_at_step"], wall - trained))
-        step_seconds, steps_left = logged_progress(out, settings, this_run + list(running),
-                                                   total_steps)
-        left = time_left(finished, list(steps_left.values()), jobs,
-                         step_seconds=step_seconds and [step_seconds[c] for c in steps_left])
-        say(f"[{done}/{len(grid)} cells] {result['model']} n={result['size']:,} seed "
-            f"{result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
-            f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | elapsed "
-            f"{_clock(elapsed)}, " + ("time left known after a cell that trained"
-                                      if left is None else f"about {_clock(left)} left"))
-
+    progress = _Progress(out, settings, len(grid), pending, jobs, say, status_every)
     if jobs == 1:
         import keras
 
         for cell in pending:
             keras.backend.clear_session()
             began = time.perf_counter()
-            result = run_cell(settings, *cell, cell_dir(out, *cell))
-            progress(result, time.perf_counter() - began)
+            watch = keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs, cell=cell: progress.training([cell]))
+            result = run_cell(settings, *cell, cell_dir(out, *cell), callbacks=[watch])
+            progress.finished(result, time.perf_counter() - began)
     else:
         _run_parallel(settings, pending, out, jobs, max(1, cores // jobs), progress)
     return report(out, models, sizes, seeds, baseline, seconds=time.perf_counter() - start,
                   verbose=verbose)
+
+
+class _Progress:
+    """The study's progress lines: one per finished cell, and one on the cells
+    training every `every` seconds (at most one per epoch logged; `None`:
+    never), each with the cells done, the elapsed time and the time left."""
+
+    def __init__(self, out, settings, cells, pending, jobs, say, every):
+        self.out, self.settings, self.cells, self.jobs = out, settings, cells, jobs
+        self.say, self.every = say, every
+        self.start = self.last = time.perf_counter()
+        self.done = cells - len(pending)
+        self.total_steps = {cell: cell_schedule(settings, cell[1])[2] * settings["epochs"]
+                            for cell in pending}
+        self.this_run, self.costs, self.epochs_seen = [], [], {}
+
+    def _status(self, running):
+        # `running`: the cells training now (their logged epochs are steps done).
+        step_seconds, steps_left = logged_progress(self.out, self.settings,
+                                                   self.this_run + list(running),
+                                                   self.total_steps)
+        left = time_left(self.costs, list(steps_left.values()), self.jobs,
+                         step_seconds=step_seconds and [step_seconds[c] for c in steps_left],
+                         started=len(running))
+        return (f"elapsed {_clock(time.perf_counter() - self.start)}, "
+                + ("time left known after an epoch" if left is None
+                   else f"about {_clock(left)} left"))
+
+    def finished(self, result, wall, running=()):
+        """A cell's line; `wall`: its seconds from its start (its process's, imports too)."""
+        self.done += 1
+        self.last = time.perf_counter()
+        cell = (result["model"], result["size"], result["seed"])
+        self.total_steps.pop(cell, None)
+        self.this_run.append(cell)
+        trained = result["train_seconds"]
+        self.costs.append((trained, result["steps"] - result["resumed_at_step"],
+                           wall - trained))
+        self.say(f"[{self.done}/{self.cells} cells] {result['model']} n={result['size']:,} "
+                 f"seed {result['seed']}: test {100 * result['test_accuracy']:.1f}%, train "
+                 f"{100 * result['train_accuracy']:.1f}% ({result['seconds']:.0f} s) | "
+                 + self._status(running))
+
+    def training(self, running):
+        """The line on the `running` cells, if `every` seconds have passed since
+        the last line and one of them has logged an epoch since."""
+        if self.every is None or time.perf_counter() - self.last < self.every:
+            return
+        from keras_spvit.training.trainer import logged_epochs
+
+        epochs = {cell: len(logged_epochs(cell_dir(self.out, *cell))) for cell in running}
+        if all(self.epochs_seen.get(cell, 0) >= n for cell, n in epochs.items()):
+            return
+        self.epochs_seen.update(epochs)
+        self.last = time.perf_counter()
+        each = ", ".join(f"{model} n={size:,} seed {seed} epoch {epochs[(model, size, seed)]}/"
+                         f"{self.settings['epochs']}" for model, size, seed in running)
+        self.say(f"[{self.done}/{self.cells} cells] training {each} | " + self._status(running))
 
 
 def _run_parallel(settings, pending, out, jobs, threads, progress):
@@ -1044,6 +1091,7 @@ def _run_parallel(settings, pending, out, jobs, threads, progress):
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[process] = (cell, directory, log, time.perf_counter())
             time.sleep(0.2)
+            progress.training([c for c, *_ in running.values()])
             for process in [p for p in running if p.poll() is not None]:
                 cell, directory, log, began = running.pop(process)
                 log.close()
@@ -1051,8 +1099,9 @@ def _run_parallel(settings, pending, out, jobs, threads, progress):
                     raise RuntimeError(
                         f"Cell {cell} failed (exit code {process.returncode}); see "
                         f"{os.path.join(directory, 'cell.log')}.")
-                progress(_read_json(os.path.join(directory, CELL_FILE)),
-                         time.perf_counter() - began, running=[c for c, *_ in running.values()])
+                progress.finished(_read_json(os.path.join(directory, CELL_FILE)),
+                                  time.perf_counter() - began,
+                                  running=[c for c, *_ in running.values()])
     finally:
         for process, (_, _, log, _) in running.items():  # only our own children
             process.terminate()

@@ -6,7 +6,9 @@ shared by the tests that need trained cells (`mini_study_dir`, also used by
 `tests/cli/test_study.py`).
 """
 
+import contextlib
 import importlib
+import io
 import json
 import math
 import os
@@ -47,8 +49,12 @@ def mini_study_dir(tmp_path_factory):
         from keras_spvit.study import study
 
         out = tmp_path_factory.mktemp("study") / "mini"
-        _MINI_DIR["result"] = study(**{k: v for k, v in MINI.items() if k != "data"},
-                                    data=MINI["data"], out=str(out))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # a line at every epoch (status_every=0)
+            _MINI_DIR["result"] = study(**{k: v for k, v in MINI.items() if k != "data"},
+                                        data=MINI["data"], out=str(out), status_every=0)
+        _MINI_DIR["printed"] = printed.getvalue()
+        print(_MINI_DIR["printed"])
         _MINI_DIR["out"] = out
     return _MINI_DIR["out"]
 
@@ -206,6 +212,8 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     # per 1,000 steps, not a 1-min cell; its loading and evaluation (40 s) count once
     # per round of cells, not per step.
     assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2) == 2 * 600.0 + 2 * 40.0
+    # Two of them training already: their start-up is behind them (one round left).
+    assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2, started=2) == 2 * 600.0 + 40.0
     assert time_left([(600.0, 1000, 5.0)], [], jobs=2) == 0.0
     assert time_left([], [1000], 2) is None and time_left([(5.0, 0, 1.0)], [1000], 2) is None
 
@@ -245,6 +253,54 @@ def test_time_left_runs_each_model_at_its_median_logged_epoch_with_the_running_c
     # The longest cell bounds the rest: one slow model's cell alone.
     assert time_left(finished, [10, 100], 2, step_seconds=[0.1, 1.0]) == pytest.approx(110.0)
     assert logged_progress(str(tmp_path), settings, [], {fresh: 100}) == (None, {fresh: 100})
+
+
+def test_status_lines_on_training_cells_come_once_per_epoch_and_at_most_every_interval(
+        tmp_path):
+    from keras_spvit.study import _Progress
+
+    settings = {"batch_size": 64, "epochs": 10, "min_steps": 0}  # 640 images: 10 steps/epoch
+    a, b, c = ("A", 640, 0), ("B", 640, 0), ("A", 640, 1)
+
+    def log(cell, rates):
+        os.makedirs(cell_dir(str(tmp_path), *cell), exist_ok=True)
+        rows = "".join(f"{i},0.5,{r},1.0,NA\n" for i, r in enumerate(rates))
+        with open(os.path.join(cell_dir(str(tmp_path), *cell), "log.csv"), "w") as f:
+            f.write("epoch,accuracy,images_per_second,loss,val_accuracy\n" + rows)
+
+    lines = []  # 4 cells, one finished before
+    progress = _Progress(str(tmp_path), settings, 4, [a, b, c], 2, lines.append, every=0)
+    progress.training([a, b])
+    assert lines == []  # no epoch logged yet
+    log(a, [640] * 4)  # 4 epochs at 0.1 s per step
+    progress.training([a, b])
+    # A: 60 steps left, B and C (A's and the study's speed): 100 each; 2 jobs.
+    assert lines == ["[1/4 cells] training A n=640 seed 0 epoch 4/10, B n=640 seed 0 "
+                     "epoch 0/10 | elapsed 0:00:00, about 0:00:13 left"]
+    progress.training([a, b])
+    assert len(lines) == 1  # nothing new logged
+    log(b, [320])
+    progress.training([a, b])
+    assert lines[-1].startswith("[1/4 cells] training A n=640 seed 0 epoch 4/10, B n=640 "
+                                "seed 0 epoch 1/10 |")
+    progress.every = 3600.0  # an epoch logged, but the last line is not an hour old
+    log(a, [640] * 5)
+    progress.training([a, b])
+    assert len(lines) == 2
+    progress.every = None
+    progress.last -= 7200
+    progress.training([a, b])
+    assert len(lines) == 2
+
+
+def test_status_every_must_be_seconds(tmp_path):
+    from keras_spvit.study import study
+
+    for bad in (-1, "5", True, math.inf):
+        with pytest.raises(ValueError, match="Expected status_every as seconds >= 0, or None. "
+                                             f"Received: status_every={bad!r}"):
+            study(**MINI, out=str(tmp_path / "s"), status_every=bad)
+    assert not (tmp_path / "s").exists()
 
 
 def test_default_baseline():
@@ -300,6 +356,12 @@ def test_mini_study_cells_report_and_files(mini):
     row = (f"| SPViT_Tiny | 50 | {100 * spvit['test_accuracy']:.1f} / "
            f"{100 * spvit['train_accuracy']:.1f} |")
     assert row in table.split("Per seed")[1] and result["seed_table"] in table
+    # status_every=0: a line on the training cell at its (only) epoch, before its result.
+    printed = _MINI_DIR["printed"]
+    status = "[0/4 cells] training SPViT_Tiny n=20 seed 0 epoch 1/1 | elapsed "
+    assert status in printed
+    assert printed.index(status) < printed.index("[1/4 cells] SPViT_Tiny n=20 seed 0: test ")
+    assert printed.count(" cells] training ") == 4
 
 
 def test_rerun_reuses_every_cell(mini, tmp_path, monkeypatch, capsys):
@@ -328,7 +390,7 @@ def test_an_interrupted_study_keeps_its_finished_cells(mini, tmp_path, monkeypat
         (out / "cells" / model / f"n{size}" / "seed0" / CELL_FILE).unlink()
     calls = []
 
-    def killed(settings, model, size, seed, directory):
+    def killed(settings, model, size, seed, directory, callbacks=()):
         calls.append((model, size, seed))
         raise KeyboardInterrupt
 
@@ -338,7 +400,7 @@ def test_an_interrupted_study_keeps_its_finished_cells(mini, tmp_path, monkeypat
     assert calls == [("LVViT_Tiny", 20, 0)]
     assert (out / "cells" / "SPViT_Tiny" / "n20" / "seed0" / CELL_FILE).exists()
 
-    def fake(settings, model, size, seed, directory):
+    def fake(settings, model, size, seed, directory, callbacks=()):
         calls.append((model, size, seed))
         cell = json.loads((mini / "cells" / model / f"n{size}" / f"seed{seed}" /
                            CELL_FILE).read_text())

@@ -168,6 +168,10 @@ positive_float = _number_type(
     "positive_float", lambda v: 0.0 < v < math.inf, "a positive number",
     "argparse type: a finite float > 0 (a per-channel standard deviation).",
 )
+seconds = _number_type(
+    "seconds", lambda v: 0.0 <= v < math.inf, "seconds >= 0",
+    "argparse type: a finite float >= 0 (an interval in seconds).",
+)
 
 
 def add_run_options(parser, verbose=True):

@@ -9,7 +9,7 @@ import json
 
 
 def add_parser(subparsers):
-    from keras_spvit.cli.common import add_run_options, positive_int
+    from keras_spvit.cli.common import add_run_options, positive_int, seconds
 
     parser = subparsers.add_parser(
         "study",
@@ -57,6 +57,9 @@ def add_parser(subparsers):
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA compilation (default auto, as `train` chooses it; tiny models "
                              "on a CPU may compile for longer than they train)")
+    parser.add_argument("--status-every", type=seconds, default=300.0, metavar="SECONDS",
+                        help="a line on the cells training (epochs done, time left) at most "
+                             "this often, once per epoch logged (default 300; 0: every epoch)")
     parser.add_argument("--data-dir", default=None, help="TensorFlow Datasets data_dir")
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     add_run_options(parser)
@@ -107,5 +110,6 @@ def run(args):
         _, _, _, settings = check_study(args.data, args.models, args.sizes, args.seeds,
                                         **options)
         check_settings(args.out, settings, write=False)
-    study(args.data, args.models, args.sizes, args.seeds, out=args.out, **options)
+    study(args.data, args.models, args.sizes, args.seeds, out=args.out,
+          status_every=args.status_every, **options)
     return 0

@@ -1,5 +1,6 @@
 """Training callbacks: throughput in the logs."""
 
+import math
 import time
 
 import keras
@@ -20,7 +21,8 @@ class Throughput(keras.callbacks.Callback):
     call (tracing, compilation) is left out: that epoch is timed from the
     second step's dispatch (on JAX, which dispatches asynchronously, the
     window can also hold the end of the first step's execution: a
-    conservative figure).
+    conservative figure). An epoch it cannot time (a `fit`'s first epoch of
+    one step) logs NaN, so that a `CSVLogger` keeps the column.
 
     Args:
         batch_size: positive int. Global batch size.
@@ -68,7 +70,12 @@ class Throughput(keras.callbacks.Callback):
             self._stopped = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._start is None or self._last_step is None or logs is None:
+        if logs is None:
+            return
+        if self._start is None or self._last_step is None:
+            # Not measured (a one-step first epoch: its step compiled). NaN rather
+            # than no key: a `CSVLogger` takes its columns from the first epoch.
+            logs["images_per_second"] = math.nan
             return
         if self._stopped is None:
             self._wait_for_device()
@@ -78,8 +85,8 @@ class Throughput(keras.callbacks.Callback):
             steps = min(steps, self.params["steps"])
         seconds = self._stopped - self._start
         images = (steps - self._first_step) * self.batch_size
-        if seconds > 0 and images > 0:
-            logs["images_per_second"] = images / seconds
+        logs["images_per_second"] = images / seconds if seconds > 0 and images > 0 else math.nan
+        if not math.isnan(logs["images_per_second"]):
             self.history.append(logs["images_per_second"])
         self._start = None
 

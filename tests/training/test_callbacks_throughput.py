@@ -94,6 +94,20 @@ def test_throughput_in_fit_reports_images_per_second():
     assert callback.history == rates
 
 
+def test_an_untimed_first_epoch_logs_nan_so_a_csv_log_keeps_the_column(tmp_path):
+    # One step per epoch: the first epoch's only step compiles and is not timed.
+    model = tiny_model()
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    callback = Throughput(batch_size=8)
+    path = tmp_path / "log.csv"
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0,
+              callbacks=[callback, keras.callbacks.CSVLogger(str(path))])
+    header, *rows = [line.split(",") for line in path.read_text().splitlines()]
+    rates = [float(row[header.index("images_per_second")]) for row in rows]
+    assert np.isnan(rates[0]) and all(rate > 0 for rate in rates[1:])
+    assert callback.history == rates[1:]
+
+
 @pytest.mark.parametrize("bad", [0, -8, 2.5, True, "64"])
 def test_throughput_rejects_bad_batch_sizes(bad):
     with pytest.raises(ValueError, match="batch_size="):

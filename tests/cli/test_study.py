@@ -34,6 +34,7 @@ def _fails(argv, capsys):
     (["--recipe", "nope"], "nope"),
     (["--data", "folder:/nope"], "no such folder"),
     (["--set", "nope=1"], "nope"),
+    (["--status-every", "-1"], "--status-every: expected seconds >= 0. Received: '-1'"),
 ])
 def test_errors_are_one_line_and_write_nothing(tmp_path, capsys, change, message):
     out = tmp_path / "study"

@@ -72,11 +72,18 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        # NaN rather than no key for an epoch it could not time: a `CSVLogger`
+        # takes its columns from the first epoch.
+        logs["images_per_second"] = rate = self._images_per_second()
+        if not math.isnan(rate):
+            self.history.append(rate)
+        self._start = None
+
+    def _images_per_second(self):
+        """The epoch's training images per second, or NaN when it was not timed
+        (a one-step first epoch: its step compiled)."""
         if self._start is None or self._last_step is None:
-            # Not measured (a one-step first epoch: its step compiled). NaN rather
-            # than no key: a `CSVLogger` takes its columns from the first epoch.
-            logs["images_per_second"] = math.nan
-            return
+            return math.nan
         if self._stopped is None:
             self._wait_for_device()
             self._stopped = time.perf_counter()
@@ -85,10 +92,7 @@ class Throughput(keras.callbacks.Callback):
             steps = min(steps, self.params["steps"])
         seconds = self._stopped - self._start
         images = (steps - self._first_step) * self.batch_size
-        logs["images_per_second"] = images / seconds if seconds > 0 and images > 0 else math.nan
-        if not math.isnan(logs["images_per_second"]):
-            self.history.append(logs["images_per_second"])
-        self._start = None
+        return images / seconds if seconds > 0 and images > 0 else math.nan
 
     def _wait_for_device(self):
         """Blocks until the last step has run: reads the smallest trainable variable."""

@@ -54,3 +54,23 @@ def test_every_ledger_says_how_it_was_run(ledger):
     text = (RUNS / ledger / "README.md").read_text()
     assert re.search(r"keras-spvit study --data \w+", text) and "--out runs/" in text
     assert (RUNS / ledger / "settings.json").exists()
+
+
+def test_in_progress_counts_are_the_ledgers_cells():
+    # "K of 25 cells" in a ledger's README, and "K of its 25 cells are in the ledger [NAME]"
+    # in the README's study section, count the ledger's finished cells (cell.json files).
+    def finished(ledger):
+        return len(list((RUNS / ledger).glob("cells/*/*/*/cell.json")))
+
+    stated = []
+    for ledger in sorted(p.name for p in RUNS.iterdir() if p.is_dir()):
+        text = (RUNS / ledger / "README.md").read_text()
+        stated += [(ledger, int(k)) for k in re.findall(r"\b(\d+) of \d+ cells\b", text)]
+    section = _section((ROOT / "README.md").read_text(), "### Does the prior pay off?")
+    for k, ledger in re.findall(
+        r"\b(\d+) of its \d+ cells are in the ledger\s*\[docs/study_runs/(\w+)\]", section
+    ):
+        stated.append((ledger, int(k)))
+    if not stated:
+        pytest.skip("no ledger states an in-progress cell count")
+    assert stated == [(ledger, finished(ledger)) for ledger, _ in stated]

@@ -48,6 +48,31 @@ def test_digits_ledger_table_is_its_report(tmp_path):
             assert cell == f"{100 * r['test_mean']:.1f} ± {100 * r['test_std']:.1f}", (model, size)
 
 
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+@pytest.mark.parametrize("ledger", ["fashion_mnist_32_n3000", "fashion_mnist_32_n10000"])
+def test_ledger_seed_table_is_its_cells(ledger, tmp_path):
+    # A one-size ledger's "| model | seed 0 | ..." table (test / train % per seed, blank where
+    # a cell has not run yet) is `study-report`'s per-seed table of its cells, the size column
+    # left out.
+    stated = [_cells(line) for line in _table_lines((RUNS / ledger / "README.md").read_text())]
+    start = next(i for i, row in enumerate(stated) if row[:2] == ["model", "seed 0"])
+    stated = stated[start:start + 2 + len(MODELS)]
+    seeds = [int(h.split()[1]) for h in stated[0][1:]]
+    result = combine_studies([str(RUNS / ledger)], str(tmp_path / "report"), models=MODELS,
+                             verbose=False)
+    found = {(c["model"], c["seed"]): c for c in result["cells"]}
+    assert [row[0] for row in stated[2:]] == MODELS
+    assert {seed for _, seed in found} <= set(seeds)
+    for model, *values in stated[2:]:
+        expected = ["" if (model, seed) not in found else
+                    f"{100 * found[model, seed]['test_accuracy']:.1f} / "
+                    f"{100 * found[model, seed]['train_accuracy']:.1f}" for seed in seeds]
+        assert values == expected, model
+
+
 @pytest.mark.parametrize("ledger", sorted(p.name for p in RUNS.iterdir() if p.is_dir()))
 def test_every_ledger_says_how_it_was_run(ledger):
     # Its README gives the command that grows it: the study's with `--out`.

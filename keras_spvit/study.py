@@ -785,18 +785,48 @@ def log_step_seconds(directory, batch_size):
     return seconds, len(rows)
 
 
-def logged_progress(out, settings, cells, total_steps):
+def earlier_step_seconds(out, cells):
+    """`{model: median seconds per optimizer step}` of finished `cells` of the
+    study in `out`, from their `cell.json` (training seconds over the steps
+    trained in their last run: a resumed cell's count only those); models
+    with no such cell are left out.
+
+    Example:
+
+    >>> earlier_step_seconds("runs/study", [("SPViT_Tiny", 1000, 0)])
+    {'SPViT_Tiny': 0.2}
+    """
+    by_model = {}
+    for cell in cells:
+        path = os.path.join(cell_dir(out, *cell), CELL_FILE)
+        try:
+            result = _read_json(path)
+            steps = result["steps"] - result.get("resumed_at_step", 0)
+            seconds = float(result["train_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if steps > 0 and seconds > 0:
+            by_model.setdefault(cell[0], []).append(seconds / steps)
+    return {model: statistics.median(s) for model, s in by_model.items()}
+
+
+def logged_progress(out, settings, cells, total_steps, earlier=()):
     """`(seconds per step of each cell left, steps left of each)` of a study,
     from its cells' `log.csv`.
 
     Seconds per step: the median over every epoch logged by the cells of
     `cells` (this run's finished and training cells, a resumed one's earlier
-    epochs included) of the same model, or of all models for a model not
-    seen yet; `None` before any epoch. Medians, so that a stretch of epochs
-    slowed by other work on the machine does not decide them; this run's
-    cells only, not an earlier run's on another machine. Steps left: each
-    cell of `total_steps` less the steps of the epochs it has logged (a
-    running or resumed cell's).
+    epochs included) of the same model; `None` before any epoch. Medians, so
+    that a stretch of epochs slowed by other work on the machine does not
+    decide them; this run's cells only, not an earlier run's on another
+    machine. A model not seen in this run yet is priced by the `earlier`
+    cells (finished before this run: `earlier_step_seconds`), which tell
+    how much slower or faster it is than the models seen, not how fast this
+    machine is: its earlier seconds per step times the median ratio, over
+    the models seen both now and earlier, of their seconds per step now to
+    earlier. With no such model, the median of all the epochs logged. Steps
+    left: each cell of `total_steps` less the steps of the epochs it has
+    logged (a running or resumed cell's).
 
     Args:
         out: the study directory.
@@ -804,6 +834,7 @@ def logged_progress(out, settings, cells, total_steps):
         cells: `(model, size, seed)` cells whose epochs measure the speed.
         total_steps: `{cell: optimizer steps of the whole cell}` of the cells
             not finished.
+        earlier: `(model, size, seed)` cells finished before this run.
 
     Example:
 
@@ -823,6 +854,11 @@ def logged_progress(out, settings, cells, total_steps):
     if not every:
         return None, left
     medians = {model: statistics.median(s) for model, s in by_model.items() if s}
+    before = earlier_step_seconds(out, earlier) if earlier else {}
+    ratios = [medians[m] / before[m] for m in medians if m in before]
+    if ratios:
+        machine = statistics.median(ratios)
+        medians.update({m: s * machine for m, s in before.items() if m not in medians})
     overall = statistics.median(every)
     return {cell: medians.get(cell[0], overall) for cell in left}, left
 
@@ -998,7 +1034,8 @@ def study(data, models, sizes, seeds=(0,), *, out, epochs=30, recipe="digits", i
         f"{epochs} epochs, {image_size} px); reusing {len(grid) - len(pending)} finished "
         f"cell(s), {len(pending)} to run" + (f", {jobs} at a time." if jobs > 1 else "."))
     start = time.perf_counter()
-    progress = _Progress(out, settings, len(grid), pending, jobs, say, status_every)
+    progress = _Progress(out, settings, len(grid), pending, jobs, say, status_every,
+                         earlier=[c for c in grid if c not in pending])
     if jobs == 1:
         import keras
 
@@ -1020,8 +1057,9 @@ class _Progress:
     training every `every` seconds (at most one per epoch logged; `None`:
     never), each with the cells done, the elapsed time and the time left."""
 
-    def __init__(self, out, settings, cells, pending, jobs, say, every):
+    def __init__(self, out, settings, cells, pending, jobs, say, every, earlier=()):
         self.out, self.settings, self.cells, self.jobs = out, settings, cells, jobs
+        self.earlier = list(earlier)
         self.say, self.every = say, every
         self.start = self.last = time.perf_counter()
         self.done = cells - len(pending)
@@ -1033,7 +1071,7 @@ class _Progress:
         # `running`: the cells training now (their logged epochs are steps done).
         step_seconds, steps_left = logged_progress(self.out, self.settings,
                                                    self.this_run + list(running),
-                                                   self.total_steps)
+                                                   self.total_steps, earlier=self.earlier)
         left = time_left(self.costs, list(steps_left.values()), self.jobs,
                          step_seconds=step_seconds and [step_seconds[c] for c in steps_left],
                          started=len(running))

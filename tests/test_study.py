@@ -255,6 +255,52 @@ def test_time_left_runs_each_model_at_its_median_logged_epoch_with_the_running_c
     assert logged_progress(str(tmp_path), settings, [], {fresh: 100}) == (None, {fresh: 100})
 
 
+def test_a_model_not_seen_in_this_run_is_priced_by_the_earlier_cells_relative_speed(
+        tmp_path):
+    import json
+
+    from keras_spvit.study import cell_dir, earlier_step_seconds, logged_progress
+
+    settings = {"batch_size": 64, "epochs": 10, "min_steps": 0}  # 640 images: 10 steps/epoch
+
+    def finished(cell, seconds, steps, resumed_at_step=0):
+        os.makedirs(cell_dir(str(tmp_path), *cell), exist_ok=True)
+        with open(os.path.join(cell_dir(str(tmp_path), *cell), "cell.json"), "w") as f:
+            json.dump({"train_seconds": seconds, "steps": steps,
+                       "resumed_at_step": resumed_at_step}, f)
+
+    # An earlier run, on a machine twice as slow: A 0.2 s per step, B 0.8, C 0.4
+    # (C's resumed cell trained its last 50 steps in 20 s: 0.4 too; the broken
+    # cell.json is skipped).
+    earlier = [("A", 640, 0), ("B", 640, 0), ("C", 640, 0), ("C", 640, 1), ("D", 640, 0)]
+    finished(earlier[0], 20.0, 100)
+    finished(earlier[1], 80.0, 100)
+    finished(earlier[2], 40.0, 100)
+    finished(earlier[3], 20.0, 100, resumed_at_step=50)
+    os.makedirs(cell_dir(str(tmp_path), *earlier[4]), exist_ok=True)
+    with open(os.path.join(cell_dir(str(tmp_path), *earlier[4]), "cell.json"), "w") as f:
+        f.write("{")
+    assert earlier_step_seconds(str(tmp_path), earlier) == pytest.approx(
+        {"A": 0.2, "B": 0.8, "C": 0.4})
+    # This run has logged B only, at 0.4 s per step: the machine is twice as fast,
+    # so C runs at 0.2 and A at 0.1, not at B's 0.4 (the median of all epochs).
+    running, c, a, new = ("B", 640, 1), ("C", 640, 2), ("A", 640, 2), ("E", 640, 0)
+    os.makedirs(cell_dir(str(tmp_path), *running), exist_ok=True)
+    with open(os.path.join(cell_dir(str(tmp_path), *running), "log.csv"), "w") as f:
+        f.write("epoch,accuracy,images_per_second,loss,val_accuracy\n"
+                + "".join(f"{i},0.5,160,1.0,NA\n" for i in range(3)))
+    total = {running: 100, c: 100, a: 100, new: 100}
+    step, left = logged_progress(str(tmp_path), settings, [running], total, earlier=earlier)
+    assert step == pytest.approx({running: 0.4, c: 0.2, a: 0.1, new: 0.4})
+    assert left == {running: 70, c: 100, a: 100, new: 100}
+    # Without earlier cells (or none of the models seen now among them), as before.
+    step, _ = logged_progress(str(tmp_path), settings, [running], total)
+    assert step == pytest.approx({running: 0.4, c: 0.4, a: 0.4, new: 0.4})
+    step, _ = logged_progress(str(tmp_path), settings, [running], total,
+                              earlier=[earlier[0], earlier[2]])
+    assert step == pytest.approx({running: 0.4, c: 0.4, a: 0.4, new: 0.4})
+
+
 def test_status_lines_on_training_cells_come_once_per_epoch_and_at_most_every_interval(
         tmp_path):
     from keras_spvit.study import _Progress

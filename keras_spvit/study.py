@@ -717,20 +717,23 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None, started=0):
 
     Counted from the cells' own seconds, not from the elapsed time (when the
     first of J parallel cells finishes, elapsed time / cells done is J times a
-    cell's share of the wall clock): each cell's steps left times its seconds
-    per optimizer step, spread over the jobs but at least the longest cell
-    left, plus the finished cells' mean seconds outside training (start-up,
-    loading, evaluation) per round of `jobs` cells not yet `started`. The
-    seconds per step are `step_seconds` when given (the study passes each cell's model's median
-    over its logged epochs: `logged_progress`), else the finished cells'
-    training seconds per step they trained (a resumed cell's seconds cover
-    only the steps it trained after resuming).
+    cell's share of the wall clock): each cell takes its steps left times its
+    seconds per optimizer step, and the cells are laid out as the study runs
+    them: the first `started` (training now) on slots of their own, each
+    other one, in order, on the first of the `jobs` slots to come free, after
+    the finished cells' mean seconds outside training (start-up, loading,
+    evaluation). So a slow cell that starts last ends last, alone, rather than
+    its work being spread over the jobs. The seconds per step are
+    `step_seconds` when given (the study passes each cell's model's:
+    `logged_progress`), else the finished cells' training seconds per step
+    they trained (a resumed cell's seconds cover only the steps it trained
+    after resuming).
 
     Args:
         finished: list of `(training seconds, steps trained, other seconds)`
             of the cells finished so far.
         remaining_steps: list of the optimizer steps left of each cell not
-            finished.
+            finished, in the order they run (those training now first).
         jobs: int. Cells run at once.
         step_seconds: optional seconds per optimizer step of one cell now: a
             float for every cell, or a list, one per cell of `remaining_steps`.
@@ -743,7 +746,7 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None, started=0):
     Example:
 
     >>> time_left([(600.0, 1000, 30.0)], remaining_steps=[1000] * 9, jobs=2)
-    2850.0
+    3150.0
     """
     if not remaining_steps:
         return 0.0
@@ -755,10 +758,12 @@ def time_left(finished, remaining_steps, jobs, step_seconds=None, started=0):
     if not isinstance(step_seconds, (list, tuple)):
         step_seconds = [step_seconds] * len(remaining_steps)
     work = [steps * seconds for steps, seconds in zip(remaining_steps, step_seconds)]
-    training = max(sum(work) / jobs, max(work))
-    rounds = math.ceil(max(0, len(remaining_steps) - started) / jobs)
     other = statistics.mean(o for _, _, o in finished) if finished else 0.0
-    return training + rounds * other
+    slots = work[:started] + [0.0] * max(0, jobs - started)
+    for seconds in work[started:]:
+        free = min(range(len(slots)), key=slots.__getitem__)
+        slots[free] += other + seconds
+    return max(slots)
 
 
 def log_step_seconds(directory, batch_size):

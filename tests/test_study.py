@@ -201,9 +201,9 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     from keras_spvit.study import time_left
 
     # Two cells at a time, 10 min per 1,000 steps: after the first finishes (10 min
-    # elapsed, 1 done), 9 are left: 4.5 rounds of 10 min, not the 90 min elapsed / done
-    # would say.
-    assert time_left([(600.0, 1000, 0.0)], [1000] * 9, jobs=2) == 2700.0
+    # elapsed, 1 done), 9 are left: 5 rounds of 10 min (the last cell alone), not the
+    # 90 min elapsed / done would say.
+    assert time_left([(600.0, 1000, 0.0)], [1000] * 9, jobs=2) == 3000.0
     assert time_left([(600.0, 1000, 0.0), (300.0, 500, 0.0)], [1000] * 3, jobs=1) == 1800.0
     assert time_left([(600.0, 1000, 0.0)], [1000], jobs=2) == 600.0   # the last cell, alone
     # A larger size's cells take longer by their steps; the largest bounds the rest.
@@ -214,6 +214,12 @@ def test_time_left_counts_parallel_cells_from_their_own_seconds_per_step():
     assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2) == 2 * 600.0 + 2 * 40.0
     # Two of them training already: their start-up is behind them (one round left).
     assert time_left([(60.0, 100, 40.0)], [1000] * 4, jobs=2, started=2) == 2 * 600.0 + 40.0
+    # In the order they run: a slow cell that starts last ends last, alone (spreading its
+    # work over the jobs would say 600 s), and a cell waits for the first slot free.
+    assert time_left([], [100, 100, 1000], 2, step_seconds=1.0) == 1100.0
+    assert time_left([], [1000, 100, 100], 2, step_seconds=1.0) == 1000.0
+    assert time_left([], [50, 300, 100], 2, step_seconds=1.0, started=2) == 300.0
+    assert time_left([], [50, 300, 400], 2, step_seconds=1.0, started=2) == 450.0
     assert time_left([(600.0, 1000, 5.0)], [], jobs=2) == 0.0
     assert time_left([], [1000], 2) is None and time_left([(5.0, 0, 1.0)], [1000], 2) is None
 
@@ -243,13 +249,13 @@ def test_time_left_runs_each_model_at_its_median_logged_epoch_with_the_running_c
     # yet runs at the median of all: 0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.4.
     assert step == pytest.approx({running: 0.2, fresh: 0.1, resumed: 0.2, unseen: 0.2})
     assert left == {running: 60, fresh: 100, resumed: 40, unseen: 100}
-    # (12 + 10 + 8 + 20) s of training over 2 jobs, 2 rounds of 10 s outside training;
-    # the finished cell's own average (1.5 s per step, its slow epoch included) would
-    # say 245 s.
+    # 12, 10, 8 and 20 s of training, each after 10 s outside training, in order on the
+    # first of 2 slots free: 22 | 20, then 20 + 18 = 38, then 22 + 30 = 52; the finished
+    # cell's own average (1.5 s per step, its slow epoch included) would say 320 s.
     finished = [(150.0, 100, 10.0)]
     per_cell = [step[c] for c in left]
-    assert time_left(finished, list(left.values()), 2, step_seconds=per_cell) == pytest.approx(45.0)
-    assert time_left(finished, list(left.values()), 2) == pytest.approx(245.0)
+    assert time_left(finished, list(left.values()), 2, step_seconds=per_cell) == pytest.approx(52.0)
+    assert time_left(finished, list(left.values()), 2) == pytest.approx(320.0)
     # The longest cell bounds the rest: one slow model's cell alone.
     assert time_left(finished, [10, 100], 2, step_seconds=[0.1, 1.0]) == pytest.approx(110.0)
     assert logged_progress(str(tmp_path), settings, [], {fresh: 100}) == (None, {fresh: 100})
@@ -320,9 +326,10 @@ def test_status_lines_on_training_cells_come_once_per_epoch_and_at_most_every_in
     assert lines == []  # no epoch logged yet
     log(a, [640] * 4)  # 4 epochs at 0.1 s per step
     progress.training([a, b])
-    # A: 60 steps left, B and C (A's and the study's speed): 100 each; 2 jobs.
+    # A: 60 steps left, B and C (A's and the study's speed): 100 each; 2 jobs: C starts
+    # when A ends (6 s), and ends 10 s later.
     assert lines == ["[1/4 cells] training A n=640 seed 0 epoch 4/10, B n=640 seed 0 "
-                     "epoch 0/10 | elapsed 0:00:00, about 0:00:13 left"]
+                     "epoch 0/10 | elapsed 0:00:00, about 0:00:16 left"]
     progress.training([a, b])
     assert len(lines) == 1  # nothing new logged
     log(b, [320])

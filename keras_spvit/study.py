@@ -815,7 +815,7 @@ def earlier_step_seconds(out, cells):
     return {model: statistics.median(s) for model, s in by_model.items()}
 
 
-def logged_progress(out, settings, cells, total_steps, earlier=()):
+def logged_progress(out, settings, cells, total_steps, earlier=None):
     """`(seconds per step of each cell left, steps left of each)` of a study,
     from its cells' `log.csv`.
 
@@ -824,8 +824,8 @@ def logged_progress(out, settings, cells, total_steps, earlier=()):
     epochs included) of the same model; `None` before any epoch. Medians, so
     that a stretch of epochs slowed by other work on the machine does not
     decide them; this run's cells only, not an earlier run's on another
-    machine. A model not seen in this run yet is priced by the `earlier`
-    cells (finished before this run: `earlier_step_seconds`), which tell
+    machine. A model not seen in this run yet is priced by `earlier`, the
+    seconds per step of cells finished before this run, which tell
     how much slower or faster it is than the models seen, not how fast this
     machine is: its earlier seconds per step times the median ratio, over
     the models seen both now and earlier, of their seconds per step now to
@@ -839,7 +839,8 @@ def logged_progress(out, settings, cells, total_steps, earlier=()):
         cells: `(model, size, seed)` cells whose epochs measure the speed.
         total_steps: `{cell: optimizer steps of the whole cell}` of the cells
             not finished.
-        earlier: `(model, size, seed)` cells finished before this run.
+        earlier: optional `{model: seconds per step}` of the cells finished
+            before this run (`earlier_step_seconds`).
 
     Example:
 
@@ -859,7 +860,7 @@ def logged_progress(out, settings, cells, total_steps, earlier=()):
     if not every:
         return None, left
     medians = {model: statistics.median(s) for model, s in by_model.items() if s}
-    before = earlier_step_seconds(out, earlier) if earlier else {}
+    before = earlier or {}
     ratios = [medians[m] / before[m] for m in medians if m in before]
     if ratios:
         machine = statistics.median(ratios)
@@ -1064,7 +1065,7 @@ class _Progress:
 
     def __init__(self, out, settings, cells, pending, jobs, say, every, earlier=()):
         self.out, self.settings, self.cells, self.jobs = out, settings, cells, jobs
-        self.earlier = list(earlier)
+        self.earlier = earlier_step_seconds(out, earlier)  # they do not change in a run
         self.say, self.every = say, every
         self.start = self.last = time.perf_counter()
         self.done = cells - len(pending)

@@ -288,6 +288,7 @@ def test_a_model_not_seen_in_this_run_is_priced_by_the_earlier_cells_relative_sp
         f.write("{")
     assert earlier_step_seconds(str(tmp_path), earlier) == pytest.approx(
         {"A": 0.2, "B": 0.8, "C": 0.4})
+    assert earlier_step_seconds(str(tmp_path), []) == {}
     # This run has logged B only, at 0.4 s per step: the machine is twice as fast,
     # so C runs at 0.2 and A at 0.1, not at B's 0.4 (the median of all epochs).
     running, c, a, new = ("B", 640, 1), ("C", 640, 2), ("A", 640, 2), ("E", 640, 0)
@@ -296,14 +297,15 @@ def test_a_model_not_seen_in_this_run_is_priced_by_the_earlier_cells_relative_sp
         f.write("epoch,accuracy,images_per_second,loss,val_accuracy\n"
                 + "".join(f"{i},0.5,160,1.0,NA\n" for i in range(3)))
     total = {running: 100, c: 100, a: 100, new: 100}
-    step, left = logged_progress(str(tmp_path), settings, [running], total, earlier=earlier)
+    before = earlier_step_seconds(str(tmp_path), earlier)
+    step, left = logged_progress(str(tmp_path), settings, [running], total, earlier=before)
     assert step == pytest.approx({running: 0.4, c: 0.2, a: 0.1, new: 0.4})
     assert left == {running: 70, c: 100, a: 100, new: 100}
     # Without earlier cells (or none of the models seen now among them), as before.
     step, _ = logged_progress(str(tmp_path), settings, [running], total)
     assert step == pytest.approx({running: 0.4, c: 0.4, a: 0.4, new: 0.4})
     step, _ = logged_progress(str(tmp_path), settings, [running], total,
-                              earlier=[earlier[0], earlier[2]])
+                              earlier=earlier_step_seconds(str(tmp_path), [earlier[2]]))
     assert step == pytest.approx({running: 0.4, c: 0.4, a: 0.4, new: 0.4})
 
 

@@ -28,8 +28,8 @@ def _table_lines(text):
 def test_readme_fashion_mnist_tables_are_the_ledgers_report(tmp_path):
     section = _section((ROOT / "README.md").read_text(), "### Does the prior pay off?")
     # The ledgers the README's command reports (`study-report ... =100,300 ...`).
-    sources = [f"{RUNS / 'fashion_mnist_32'}=100,300", str(RUNS / "fashion_mnist_32_n1000")]
-    sources += [str(RUNS / "fashion_mnist_32_n3000")] if "| 3,000 |" in section else []
+    sources = [f"{RUNS / 'fashion_mnist_32'}=100,300"]
+    sources += [str(RUNS / f"fashion_mnist_32_n{n}") for n in (1000, 3000, 10000)]
     result = combine_studies(sources, str(tmp_path / "all"), models=MODELS, verbose=False)
     assert _table_lines(section) == _table_lines(result["table"])
 

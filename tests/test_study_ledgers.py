@@ -52,7 +52,8 @@ def _cells(line):
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-@pytest.mark.parametrize("ledger", ["fashion_mnist_32_n3000", "fashion_mnist_32_n10000"])
+@pytest.mark.parametrize("ledger", ["fashion_mnist_32_n3000", "fashion_mnist_32_n10000",
+                                    "fashion_mnist_32_n60000"])
 def test_ledger_seed_table_is_its_cells(ledger, tmp_path):
     # A one-size ledger's "| model | seed 0 | ..." table (test / train % per seed, blank where
     # a cell has not run yet) is `study-report`'s per-seed table of its cells, the size column
@@ -61,8 +62,10 @@ def test_ledger_seed_table_is_its_cells(ledger, tmp_path):
     start = next(i for i, row in enumerate(stated) if row[:2] == ["model", "seed 0"])
     stated = stated[start:start + 2 + len(MODELS)]
     seeds = [int(h.split()[1]) for h in stated[0][1:]]
-    result = combine_studies([str(RUNS / ledger)], str(tmp_path / "report"), models=MODELS,
-                             verbose=False)
+    # `study-report` refuses a model with no finished cell: ask for those the ledger has.
+    present = {path.parts[-4] for path in (RUNS / ledger).glob("cells/*/*/*/cell.json")}
+    result = combine_studies([str(RUNS / ledger)], str(tmp_path / "report"),
+                             models=[m for m in MODELS if m in present], verbose=False)
     found = {(c["model"], c["seed"]): c for c in result["cells"]}
     assert [row[0] for row in stated[2:]] == MODELS
     assert {seed for _, seed in found} <= set(seeds)
@@ -93,7 +96,7 @@ def test_in_progress_counts_are_the_ledgers_cells():
         stated += [(ledger, int(k)) for k in re.findall(r"\b(\d+) of \d+ cells\b", text)]
     section = _section((ROOT / "README.md").read_text(), "### Does the prior pay off?")
     for k, ledger in re.findall(
-        r"\b(\d+) of its \d+ cells are in the ledger\s*\[docs/study_runs/(\w+)\]", section
+        r"\b(\d+) of its \d+ cells (?:are|is) in the ledger\s*\[docs/study_runs/(\w+)\]", section
     ):
         stated.append((ledger, int(k)))
     if not stated:

@@ -1164,8 +1164,14 @@ def report(out, models, sizes, seeds, baseline, seconds=None, verbose=True):
     settings = _read_json(os.path.join(out, SETTINGS_FILE))
     cells = [cell for cell in _finished_cells(out) if cell["model"] in models
              and cell["size"] in sizes and cell["seed"] in seeds]
+    # Reported while the grid runs (or after it stopped): some points lack seeds.
+    counts = sorted({sum(c["model"] == m and c["size"] == n for c in cells)
+                     for m in models for n in sizes} - {0}) or [0]
+    low, high = counts[0], counts[-1]
+    per_point = (f"{len(seeds)} seed(s)" if low == len(seeds) else
+                 f"{low if low == high else f'{low}-{high}'} of {len(seeds)} seeds per point")
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
-             f"{settings['recipe']['name']}, {len(seeds)} seed(s): test accuracy (mean ± std)")
+             f"{settings['recipe']['name']}, {per_point}: test accuracy (mean ± std)")
     return _write_report(out, settings, cells, models, sizes, seeds, baseline, title,
                          seconds=seconds, verbose=verbose)
 
@@ -1235,6 +1241,19 @@ def _seed_list(seeds):
             runs.append([seed, seed])
     return ", ".join(f"{a}" if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}"
                      for a, b in runs)
+
+
+def _seeds_label(cells):
+    """The seeds of one size's cells: `"0-4"`, or `"0-2 (1-3 per model)"` while
+    some model lacks some of them (a row still running)."""
+    union = sorted({c["seed"] for c in cells})
+    counts = {}
+    for cell in cells:
+        counts[cell["model"]] = counts.get(cell["model"], 0) + 1
+    low, high = min(counts.values()), max(counts.values())
+    return _seed_list(union) + ("" if low == len(union) else
+                                f" ({low}-{high} per model)" if low < high else
+                                f" ({low} per model)")
 
 
 def parse_study_source(text):
@@ -1360,8 +1379,7 @@ def combine_studies(sources, out, models=None, baseline=None, verbose=True):
     baseline = baseline or default_baseline(models)
     sizes = sorted(owner)
     seeds = sorted({c["seed"] for c in cells})
-    seeds_of = {size: _seed_list(sorted({c["seed"] for c in cells if c["size"] == size}))
-                for size in sizes}
+    seeds_of = {size: _seeds_label([c for c in cells if c["size"] == size]) for size in sizes}
     steps = {size: "-".join(f"{n:,}" for n in sorted({c["steps"] for c in cells
                                                       if c["size"] == size}))
              for size in sizes}

@@ -131,6 +131,21 @@ def test_a_size_with_other_seeds_states_each_sizes_seeds(tmp_path, monkeypatch):
     combine_studies([f"{small}=20", other], str(tmp_path / "two"), verbose=False)
     assert ticks["size_notes"] == {20: "seeds 0\n20 steps\njax",
                                    50: "seeds 0, 1\n60 steps\ntorch"}
+    # A row still running: the seeds found, and how many each model has so far.
+    running = {k: v for k, v in LARGE.items() if k != ("PlainViT_Tiny", 50, 1)}
+    combine_studies([_study(tmp_path / "running", running, 30)], str(tmp_path / "run"),
+                    verbose=False)
+    assert ", seeds 0, 1 (1-2 per model): test accuracy" in ticks["title"]
+    half = {k: v for k, v in running.items() if k != ("SPViT_Tiny", 50, 0)}
+    combine_studies([_study(tmp_path / "half", half, 30)], str(tmp_path / "h"), verbose=False)
+    assert ", seeds 0, 1 (1 per model): test accuracy" in ticks["title"]
+    # The study's own report, asked for while its grid runs.
+    study_module.report(str(tmp_path / "running"), ["PlainViT_Tiny", "SPViT_Tiny"], [50],
+                        [0, 1], "PlainViT_Tiny", verbose=False)
+    assert ", 1-2 of 2 seeds per point: test accuracy" in ticks["title"]
+    study_module.report(str(tmp_path / "large"), ["PlainViT_Tiny", "SPViT_Tiny"], [50],
+                        [0, 1], "PlainViT_Tiny", verbose=False)
+    assert ", 2 seed(s): test accuracy" in ticks["title"]
     assert study_module._seed_list([0, 1, 2, 3, 4]) == "0-4"
     assert study_module._seed_list([0, 2, 3, 5, 6, 7]) == "0, 2, 3, 5-7"
 

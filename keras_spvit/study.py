@@ -22,6 +22,7 @@ classes) and nested: with one seed, the 100-image subset is part of the
 300-image one.
 """
 
+import collections
 import glob
 import json
 import math
@@ -375,12 +376,30 @@ def plot_learning_curves(summary, path, title=None, size_notes=None):
     axis.set_ylabel("test accuracy (%)")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(textwrap.fill(title or "Test accuracy vs training-set size (mean ± std "
-                                 "over seeds)", 90), fontsize=9)
-    figure.tight_layout()
+    _set_title_within(figure, axis, title or "Test accuracy vs training-set size (mean ± std "
+                      "over seeds)", fontsize=9)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _set_title_within(figure, axis, title, fontsize):
+    """Sets `title` on `axis` and lays the figure out (`tight_layout`), the title
+    wrapped so that, centred over the axes, it stays inside the figure (a fixed
+    character count misjudges proportional fonts and the axes' offset).
+    Returns the title's `Text`."""
+    renderer = figure.canvas.get_renderer()
+    width = max(len(title), 1)
+    while True:
+        text = axis.set_title(textwrap.fill(title, width, break_on_hyphens=False),
+                              fontsize=fontsize)
+        figure.tight_layout()
+        box = text.get_window_extent(renderer)
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * min(centre, figure.bbox.width - centre)
+        if box.width <= room or width <= 10:
+            return text
+        width = max(10, min(width - 1, int(width * room / box.width)))
 
 
 # === Models and settings ===
@@ -1165,11 +1184,9 @@ def report(out, models, sizes, seeds, baseline, seconds=None, verbose=True):
     cells = [cell for cell in _finished_cells(out) if cell["model"] in models
              and cell["size"] in sizes and cell["seed"] in seeds]
     # Reported while the grid runs (or after it stopped): some points lack seeds.
-    counts = sorted({sum(c["model"] == m and c["size"] == n for c in cells)
-                     for m in models for n in sizes} - {0}) or [0]
-    low, high = counts[0], counts[-1]
-    per_point = (f"{len(seeds)} seed(s)" if low == len(seeds) else
-                 f"{low if low == high else f'{low}-{high}'} of {len(seeds)} seeds per point")
+    counts = collections.Counter((c["model"], c["size"]) for c in cells).values()
+    per_point = (f"{len(seeds)} seed(s)" if min(counts, default=len(seeds)) == len(seeds) else
+                 f"{_count_range(counts)} of {len(seeds)} seeds per point")
     title = (f"{settings['data']}, {settings['image_size']} px, recipe "
              f"{settings['recipe']['name']}, {per_point}: test accuracy (mean ± std)")
     return _write_report(out, settings, cells, models, sizes, seeds, baseline, title,
@@ -1243,17 +1260,19 @@ def _seed_list(seeds):
                      for a, b in runs)
 
 
+def _count_range(counts):
+    """`[1, 2, 2]` -> `"1-2"`, `[2, 2]` -> `"2"`."""
+    low, high = min(counts), max(counts)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def _seeds_label(cells):
     """The seeds of one size's cells: `"0-4"`, or `"0-2 (1-3 per model)"` while
     some model lacks some of them (a row still running)."""
     union = sorted({c["seed"] for c in cells})
-    counts = {}
-    for cell in cells:
-        counts[cell["model"]] = counts.get(cell["model"], 0) + 1
-    low, high = min(counts.values()), max(counts.values())
-    return _seed_list(union) + ("" if low == len(union) else
-                                f" ({low}-{high} per model)" if low < high else
-                                f" ({low} per model)")
+    counts = collections.Counter(c["model"] for c in cells).values()
+    return _seed_list(union) + ("" if min(counts) == len(union) else
+                                f" ({_count_range(counts)} per model)")
 
 
 def parse_study_source(text):

@@ -370,6 +370,32 @@ def test_learning_curve_png(tmp_path):
     assert open(path, "rb").read(8) == PNG
 
 
+@pytest.mark.parametrize("title", [
+    # 89 characters: one line at the old fixed width of 90, it ran off the report's figure.
+    "fashion_mnist, 32 px, recipe digits, seeds 0-2 (2-3 per model): test accuracy (mean ± std)",
+    "short title", " ".join(["word"] * 60)])
+def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
+    study_module = importlib.import_module("keras_spvit.study")
+    drawn = {}
+    set_title = study_module._set_title_within
+
+    def measured(figure, *args, **kwargs):  # the title as laid out, before the PNG is saved
+        text = set_title(figure, *args, **kwargs)
+        drawn.update(text=text.get_text(), width=figure.bbox.width,
+                     box=text.get_window_extent(figure.canvas.get_renderer()))
+        return text
+
+    monkeypatch.setattr(study_module, "_set_title_within", measured)
+    # The 60,000-image ledger's points: 5 models, ticks like "90.75" beside the axes.
+    cells = [cell for i, model in enumerate(["LV", "PS", "Plain", "Ref", "SP"])
+             for cell in _cells(model, [0.9 + i / 500, 0.903 - i / 400], size=60000)]
+    models = ["LV", "PS", "Plain", "Ref", "SP"]
+    plot_learning_curves(summarize(cells, models, [60000]), str(tmp_path / "c.png"), title)
+    assert 0 <= drawn["box"].x0 and drawn["box"].x1 <= drawn["width"]
+    assert drawn["text"].replace("\n", " ") == title  # every word kept
+    assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
+
+
 # === The real mini-study ===
 
 

@@ -390,8 +390,9 @@ def _set_title_within(figure, axis, title, fontsize):
     Returns the title's `Text`."""
     renderer = figure.canvas.get_renderer()
     width = max(len(title), 1)
+    kept = title.replace(" ± ", "\u00a0±\u00a0")  # "mean ± std" is not split across lines
     while True:
-        text = axis.set_title(textwrap.fill(title, width, break_on_hyphens=False),
+        text = axis.set_title(textwrap.fill(kept, width, break_on_hyphens=False),
                               fontsize=fontsize)
         figure.tight_layout()
         box = text.get_window_extent(renderer)

@@ -392,7 +392,8 @@ def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
     models = ["LV", "PS", "Plain", "Ref", "SP"]
     plot_learning_curves(summarize(cells, models, [60000]), str(tmp_path / "c.png"), title)
     assert 0 <= drawn["box"].x0 and drawn["box"].x1 <= drawn["width"]
-    assert drawn["text"].replace("\n", " ") == title  # every word kept
+    assert drawn["text"].replace("\n", " ").replace("\u00a0", " ") == title  # every word kept
+    assert "±\n" not in drawn["text"] and "\n±" not in drawn["text"]  # "mean ± std" kept whole
     assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
 
 

@@ -376,11 +376,32 @@ def plot_learning_curves(summary, path, title=None, size_notes=None):
     axis.set_ylabel("test accuracy (%)")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
+    _widen_for_tick_labels(figure, axis)
     _set_title_within(figure, axis, title or "Test accuracy vs training-set size (mean ± std "
                       "over seeds)", fontsize=9)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _widen_for_tick_labels(figure, axis, gap=10, max_width=16.0):
+    """Widens `figure` until neighbouring x tick labels are at least `gap` pixels apart
+    (measured as drawn: a log axis puts 1,000 and 3,000 as close as 100 and 300, and six
+    sizes with their step notes ran into each other at the default width), up to
+    `max_width` inches."""
+    renderer = figure.canvas.get_renderer()
+    for _ in range(5):
+        figure.tight_layout()
+        boxes = sorted((label.get_window_extent(renderer) for label in axis.get_xticklabels()
+                        if label.get_text()), key=lambda box: box.x0)
+        # The spacing each pair of centres needs over what it has; the axes stretch with
+        # the figure, its margins do not, so this undershoots and the loop measures again.
+        need = max([((a.width + b.width) / 2 + gap) / max((b.x0 + b.x1 - a.x0 - a.x1) / 2, 1)
+                    for a, b in zip(boxes, boxes[1:])], default=1)
+        width = figure.get_figwidth()
+        if need <= 1 or width >= max_width:
+            return
+        figure.set_figwidth(min(max_width, width * need * 1.02))
 
 
 def _set_title_within(figure, axis, title, fontsize):

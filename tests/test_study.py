@@ -397,6 +397,37 @@ def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
     assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
 
 
+
+def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):
+    # Six sizes from 100 to 60,000 with their step budgets and backends under each tick (the
+    # README's figure): 1,000 and 3,000 sit as close on the log axis as 100 and 300, and at the
+    # default width "3,120 steps" ran into "6,090 steps" (1-2 pixels apart).
+    study_module = importlib.import_module("keras_spvit.study")
+    drawn = {}
+    set_title = study_module._set_title_within
+
+    def measured(figure, axis, *args, **kwargs):  # the tick labels as laid out, before saving
+        text = set_title(figure, axis, *args, **kwargs)
+        renderer = figure.canvas.get_renderer()
+        drawn["boxes"] = sorted((label.get_window_extent(renderer)
+                                 for label in axis.get_xticklabels()), key=lambda b: b.x0)
+        drawn["width"] = figure.bbox.width
+        return text
+
+    monkeypatch.setattr(study_module, "_set_title_within", measured)
+    sizes = [100, 300, 1000, 3000, 10000, 60000]
+    steps = [1000, 1030, 3120, 6090, 12500, 18750]
+    cells = [cell for size in sizes for cell in _cells("A", [0.6, 0.7], size=size)]
+    notes = {size: f"{n:,} steps\n{'jax' if size <= 1000 else 'torch'}"
+             for size, n in zip(sizes, steps)}
+    plot_learning_curves(summarize(cells, ["A"], sizes), str(tmp_path / "c.png"),
+                         size_notes=notes)
+    boxes = drawn["boxes"]
+    assert len(boxes) == len(sizes)
+    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]  # pixels at the PNG's 100 dpi
+    assert min(gaps) >= 8, gaps  # at least a space between two sizes' labels (1-2 px before)
+    assert 0 <= boxes[0].x0 and boxes[-1].x1 <= drawn["width"]
+
 # === The real mini-study ===
 
 

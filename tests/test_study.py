@@ -397,7 +397,6 @@ def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
     assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
 
 
-
 def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):
     # Six sizes from 100 to 60,000 with their step budgets and backends under each tick (the
     # README's figure): 1,000 and 3,000 sit as close on the log axis as 100 and 300, and at the
@@ -427,6 +426,7 @@ def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):
     gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]  # pixels at the PNG's 100 dpi
     assert min(gaps) >= 8, gaps  # at least a space between two sizes' labels (1-2 px before)
     assert 0 <= boxes[0].x0 and boxes[-1].x1 <= drawn["width"]
+
 
 # === The real mini-study ===
 

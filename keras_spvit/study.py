@@ -407,21 +407,31 @@ def _widen_for_tick_labels(figure, axis, gap=10, max_width=16.0):
 def _set_title_within(figure, axis, title, fontsize):
     """Sets `title` on `axis` and lays the figure out (`tight_layout`), the title
     wrapped so that, centred over the axes, it stays inside the figure (a fixed
-    character count misjudges proportional fonts and the axes' offset).
-    Returns the title's `Text`."""
+    character count misjudges proportional fonts and the axes' offset), its lines
+    balanced (no last line of one word). Returns the title's `Text`."""
     renderer = figure.canvas.get_renderer()
     width = max(len(title), 1)
     kept = title.replace(" ± ", "\u00a0±\u00a0")  # "mean ± std" is not split across lines
+
+    def wrap(width):
+        return textwrap.fill(kept, width, break_on_hyphens=False)
+
     while True:
-        text = axis.set_title(textwrap.fill(kept, width, break_on_hyphens=False),
-                              fontsize=fontsize)
+        text = axis.set_title(wrap(width), fontsize=fontsize)
         figure.tight_layout()
         box = text.get_window_extent(renderer)
         centre = (box.x0 + box.x1) / 2
         room = 2 * min(centre, figure.bbox.width - centre)
         if box.width <= room or width <= 10:
-            return text
+            break
         width = max(10, min(width - 1, int(width * room / box.width)))
+    # The narrowest wrap with as many lines: no wider than the one that fit.
+    lines = wrap(width).count("\n")
+    while width > 10 and wrap(width - 1).count("\n") == lines:
+        width -= 1
+    text = axis.set_title(wrap(width), fontsize=fontsize)
+    figure.tight_layout()
+    return text
 
 
 # === Models and settings ===

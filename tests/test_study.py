@@ -373,7 +373,10 @@ def test_learning_curve_png(tmp_path):
 @pytest.mark.parametrize("title", [
     # 89 characters: one line at the old fixed width of 90, it ran off the report's figure.
     "fashion_mnist, 32 px, recipe digits, seeds 0-2 (2-3 per model): test accuracy (mean ± std)",
-    "short title", " ".join(["word"] * 60)])
+    "short title", " ".join(["word"] * 60),
+    # study-report's title while seeds differ by size: it wrapped "... under each" / "size".
+    "fashion_mnist, 32 px, recipe digits: test accuracy (mean ± std); seeds, optimizer steps per "
+    "cell and backend under each size"])
 def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
     study_module = importlib.import_module("keras_spvit.study")
     drawn = {}
@@ -395,6 +398,8 @@ def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
     assert drawn["text"].replace("\n", " ").replace("\u00a0", " ") == title  # every word kept
     assert "±\n" not in drawn["text"] and "\n±" not in drawn["text"]  # "mean ± std" kept whole
     assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
+    lines = drawn["text"].split("\n")
+    assert len(lines[-1]) >= 0.6 * max(map(len, lines)), lines  # balanced, no orphan word
 
 
 def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):

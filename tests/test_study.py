@@ -370,6 +370,27 @@ def test_learning_curve_png(tmp_path):
     assert open(path, "rb").read(8) == PNG
 
 
+@pytest.fixture
+def laid_out(monkeypatch):
+    """The learning-curve figure as laid out, before its PNG is saved: the title's text and
+    box, the x tick labels' boxes (left to right) and the figure's width, in pixels."""
+    study_module = importlib.import_module("keras_spvit.study")
+    drawn = {}
+    set_title = study_module._set_title_within
+
+    def measured(figure, axis, *args, **kwargs):
+        text = set_title(figure, axis, *args, **kwargs)
+        renderer = figure.canvas.get_renderer()
+        drawn.update(text=text.get_text(), box=text.get_window_extent(renderer),
+                     width=figure.bbox.width,
+                     ticks=sorted((label.get_window_extent(renderer)
+                                   for label in axis.get_xticklabels()), key=lambda b: b.x0))
+        return text
+
+    monkeypatch.setattr(study_module, "_set_title_within", measured)
+    return drawn
+
+
 @pytest.mark.parametrize("title", [
     # 89 characters: one line at the old fixed width of 90, it ran off the report's figure.
     "fashion_mnist, 32 px, recipe digits, seeds 0-2 (2-3 per model): test accuracy (mean ± std)",
@@ -377,48 +398,25 @@ def test_learning_curve_png(tmp_path):
     # study-report's title while seeds differ by size: it wrapped "... under each" / "size".
     "fashion_mnist, 32 px, recipe digits: test accuracy (mean ± std); seeds, optimizer steps per "
     "cell and backend under each size"])
-def test_learning_curve_title_fits_the_figure(title, tmp_path, monkeypatch):
-    study_module = importlib.import_module("keras_spvit.study")
-    drawn = {}
-    set_title = study_module._set_title_within
-
-    def measured(figure, *args, **kwargs):  # the title as laid out, before the PNG is saved
-        text = set_title(figure, *args, **kwargs)
-        drawn.update(text=text.get_text(), width=figure.bbox.width,
-                     box=text.get_window_extent(figure.canvas.get_renderer()))
-        return text
-
-    monkeypatch.setattr(study_module, "_set_title_within", measured)
+def test_learning_curve_title_fits_the_figure(title, tmp_path, laid_out):
     # The 60,000-image ledger's points: 5 models, ticks like "90.75" beside the axes.
     cells = [cell for i, model in enumerate(["LV", "PS", "Plain", "Ref", "SP"])
              for cell in _cells(model, [0.9 + i / 500, 0.903 - i / 400], size=60000)]
     models = ["LV", "PS", "Plain", "Ref", "SP"]
     plot_learning_curves(summarize(cells, models, [60000]), str(tmp_path / "c.png"), title)
-    assert 0 <= drawn["box"].x0 and drawn["box"].x1 <= drawn["width"]
-    assert drawn["text"].replace("\n", " ").replace("\u00a0", " ") == title  # every word kept
-    assert "±\n" not in drawn["text"] and "\n±" not in drawn["text"]  # "mean ± std" kept whole
-    assert ("\n" in drawn["text"]) != (title == "short title")  # a short one stays whole
-    lines = drawn["text"].split("\n")
+    assert 0 <= laid_out["box"].x0 and laid_out["box"].x1 <= laid_out["width"]
+    text = laid_out["text"]
+    assert text.replace("\n", " ").replace("\u00a0", " ") == title  # every word kept
+    assert "±\n" not in text and "\n±" not in text  # "mean ± std" kept whole
+    assert ("\n" in text) != (title == "short title")  # a short one stays whole
+    lines = text.split("\n")
     assert len(lines[-1]) >= 0.6 * max(map(len, lines)), lines  # balanced, no orphan word
 
 
-def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):
+def test_learning_curve_size_labels_do_not_touch(tmp_path, laid_out):
     # Six sizes from 100 to 60,000 with their step budgets and backends under each tick (the
     # README's figure): 1,000 and 3,000 sit as close on the log axis as 100 and 300, and at the
     # default width "3,120 steps" ran into "6,090 steps" (1-2 pixels apart).
-    study_module = importlib.import_module("keras_spvit.study")
-    drawn = {}
-    set_title = study_module._set_title_within
-
-    def measured(figure, axis, *args, **kwargs):  # the tick labels as laid out, before saving
-        text = set_title(figure, axis, *args, **kwargs)
-        renderer = figure.canvas.get_renderer()
-        drawn["boxes"] = sorted((label.get_window_extent(renderer)
-                                 for label in axis.get_xticklabels()), key=lambda b: b.x0)
-        drawn["width"] = figure.bbox.width
-        return text
-
-    monkeypatch.setattr(study_module, "_set_title_within", measured)
     sizes = [100, 300, 1000, 3000, 10000, 60000]
     steps = [1000, 1030, 3120, 6090, 12500, 18750]
     cells = [cell for size in sizes for cell in _cells("A", [0.6, 0.7], size=size)]
@@ -426,11 +424,11 @@ def test_learning_curve_size_labels_do_not_touch(tmp_path, monkeypatch):
              for size, n in zip(sizes, steps)}
     plot_learning_curves(summarize(cells, ["A"], sizes), str(tmp_path / "c.png"),
                          size_notes=notes)
-    boxes = drawn["boxes"]
-    assert len(boxes) == len(sizes)
-    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]  # pixels at the PNG's 100 dpi
+    ticks = laid_out["ticks"]
+    assert len(ticks) == len(sizes)
+    gaps = [b.x0 - a.x1 for a, b in zip(ticks, ticks[1:])]  # pixels at the PNG's 100 dpi
     assert min(gaps) >= 8, gaps  # at least a space between two sizes' labels (1-2 px before)
-    assert 0 <= boxes[0].x0 and boxes[-1].x1 <= drawn["width"]
+    assert 0 <= ticks[0].x0 and ticks[-1].x1 <= laid_out["width"]
 
 
 # === The real mini-study ===
